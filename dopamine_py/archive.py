@@ -1,0 +1,323 @@
+"""The archive service: one ingest path, one query path and one retrieve path for every protocol.
+
+DIMSE, DICOMweb, ``dopamine import`` and the Bruker converter all call this module; protocol code only
+translates requests and statuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from .document import DocumentOptions, first_value, tag_key, to_document
+from .matching import Query, QueryError, Universal
+from .storage.base import (
+    Backend,
+    DuplicatePolicy,
+    Found,
+    InstanceRecord,
+    Level,
+    Original,
+    PutOutcome,
+    StorageFull,
+    StoredInstance,
+)
+
+log = logging.getLogger("dopamine.archive")
+
+# DIMSE statuses the ingest path can produce (PS3.4 B.2.3, PS3.7 C).
+SUCCESS = 0x0000
+DUPLICATE_SOP_INSTANCE = 0x0111
+OUT_OF_RESOURCES = 0xA700
+DATA_SET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+# Files up to this size are read once into memory; larger ones are parsed in place and streamed.
+IN_MEMORY_LIMIT = 16 * 1024 * 1024
+
+REQUIRED_UIDS = {
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+}
+
+# Computed attributes (PS3.4 C.3.4): returned by the archive, never stored in a document.
+COMPUTED = {
+    0x00201200: "NumberOfPatientRelatedStudies",
+    0x00201202: "NumberOfPatientRelatedSeries",
+    0x00201204: "NumberOfPatientRelatedInstances",
+    0x00201206: "NumberOfStudyRelatedSeries",
+    0x00201208: "NumberOfStudyRelatedInstances",
+    0x00201209: "NumberOfSeriesRelatedInstances",
+    0x00080061: "ModalitiesInStudy",
+    0x00080062: "SOPClassesInStudy",
+}
+# Computed attributes that can be matched: a group qualifies when one of its instances has the value.
+MATCHED_THROUGH = {0x00080061: 0x00080060, 0x00080062: 0x00080016}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an instance came from; recorded with it and used by routing and access control."""
+
+    protocol: str  # "dimse", "stow", "import", "bruker"
+    calling_aet: str | None = None
+    user: str | None = None
+    peer: str | None = None
+
+
+@dataclass
+class StoreResult:
+    status: str  # "stored", "duplicate", "rejected", "failed"
+    sop_instance_uid: str | None
+    reason: str | None = None
+    dimse_status: int = SUCCESS
+    outcome: PutOutcome | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("stored", "duplicate")
+
+
+class BadInstance(ValueError):
+    def __init__(self, message: str, dimse_status: int = CANNOT_UNDERSTAND):
+        super().__init__(message)
+        self.dimse_status = dimse_status
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class ArchiveService:
+    def __init__(self, backend: Backend, *, duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
+                 document_options: DocumentOptions = DocumentOptions()) -> None:
+        self.backend = backend
+        self.duplicate_policy = duplicate_policy
+        self.document_options = document_options
+
+    # ------------------------------------------------------------------------------------------- ingest
+
+    def store_file(self, path: str | Path, source: Source, *, take_ownership: bool = False,
+                   expected_sop_class: str | None = None, expected_sop_instance: str | None = None) -> StoreResult:
+        """Store a DICOM file. With ``take_ownership`` the backend may move the file instead of copying it.
+
+        ``expected_*`` are what the sender announced (the C-STORE request); a data set that says otherwise
+        is refused.
+        """
+        path = Path(path)
+        expected = (expected_sop_class, expected_sop_instance)
+        try:
+            size = path.stat().st_size
+            if size <= IN_MEMORY_LIMIT:
+                return self.store_bytes(path.read_bytes(), source, name=str(path), expected=expected)
+            with open(path, "rb") as f:
+                ds = self._parse(f, size, str(path), expected)
+        except BadInstance as exc:
+            return self._failed(None, str(exc), exc.dimse_status, source)
+        except OSError as exc:
+            return self._failed(None, f"cannot read {path}: {exc.strerror or exc}", OUT_OF_RESOURCES, source)
+        return self._store(ds, Original(path=path, owned=take_ownership), source)
+
+    def store_bytes(self, data: bytes, source: Source, name: str = "data set",
+                    expected: tuple[str | None, str | None] = (None, None)) -> StoreResult:
+        try:
+            ds = self._parse(io.BytesIO(data), len(data), name, expected)
+        except BadInstance as exc:
+            return self._failed(None, str(exc), exc.dimse_status, source)
+        return self._store(ds, Original(data=data), source)
+
+    def store_dataset(self, ds: Dataset, source: Source) -> StoreResult:
+        """Store a data set built in memory (conversion, tests); it is encoded as a Part 10 file first."""
+        buffer = io.BytesIO()
+        try:
+            ds.save_as(buffer, enforce_file_format=True)
+        except Exception as exc:  # pydicom raises several types for unencodable data sets
+            return self._failed(getattr(ds, "SOPInstanceUID", None), f"cannot encode data set: {exc}", CANNOT_UNDERSTAND, source)
+        return self.store_bytes(buffer.getvalue(), source)
+
+    def _parse(self, f: BinaryIO, size: int, name: str, expected: tuple[str | None, str | None] = (None, None)) -> Dataset:
+        threshold = self.document_options.bulk_data_threshold
+        try:
+            # Large values are not read: the document skips them and the original keeps them.
+            ds = dcmread(f, defer_size=max(threshold, 1024), force=False)
+        except InvalidDicomError as exc:
+            raise BadInstance(f"{name}: not a DICOM file with File Meta Information ({exc})") from None
+        except Exception as exc:  # truncated or corrupt: pydicom raises many types
+            raise BadInstance(f"{name}: cannot parse DICOM data ({type(exc).__name__}: {exc})") from None
+        ts = ds.file_meta.get("TransferSyntaxUID")
+        if not ts:
+            raise BadInstance(f"{name}: File Meta Information has no Transfer Syntax UID")
+        if not UID(ts).is_transfer_syntax:
+            raise BadInstance(f"{name}: unknown transfer syntax {ts}")
+        _check_complete(ds, size, name)
+        missing = [k for k, t in REQUIRED_UIDS.items() if not ds.get(t) or not ds[t].value]
+        if missing:
+            raise BadInstance(f"{name}: missing {', '.join(missing)}", DATA_SET_DOES_NOT_MATCH)
+        sop_class, sop_instance = expected
+        if sop_class and str(ds.SOPClassUID) != sop_class:
+            raise BadInstance(f"{name}: SOP Class UID {ds.SOPClassUID} is not the announced {sop_class}",
+                              DATA_SET_DOES_NOT_MATCH)
+        if sop_instance and str(ds.SOPInstanceUID) != sop_instance:
+            raise BadInstance(f"{name}: SOP Instance UID {ds.SOPInstanceUID} is not the announced {sop_instance}",
+                              DATA_SET_DOES_NOT_MATCH)
+        return ds
+
+    def _store(self, ds: Dataset, original: Original, source: Source) -> StoreResult:
+        sop_uid = str(ds.SOPInstanceUID)
+        try:
+            document = to_document(ds, self.document_options)
+        except Exception as exc:  # a value pydicom cannot decode
+            return self._failed(sop_uid, f"cannot decode data set: {type(exc).__name__}: {exc}", CANNOT_UNDERSTAND, source)
+        record = InstanceRecord(
+            sop_instance_uid=sop_uid,
+            sop_class_uid=str(ds.SOPClassUID),
+            study_instance_uid=str(ds.StudyInstanceUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            patient_id=str(first_value(document, 0x00100020) or ""),
+            modality=str(first_value(document, 0x00080060) or ""),
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            document=document,
+            size=original.size,
+            sha256=_sha256(original),
+            received_at=_now(),
+            source=dataclasses.asdict(source),
+        )
+        try:
+            outcome = self.backend.put(record, original, self.duplicate_policy)
+        except StorageFull as exc:
+            return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
+        except OSError as exc:
+            return self._failed(sop_uid, f"storage error: {exc}", OUT_OF_RESOURCES, source)
+        return self._result(record, outcome, source)
+
+    def _result(self, record: InstanceRecord, outcome: PutOutcome, source: Source) -> StoreResult:
+        uid = record.sop_instance_uid
+        where = f"from {source.protocol}" + (f" {source.calling_aet}" if source.calling_aet else "")
+        if outcome == PutOutcome.STORED:
+            log.info("stored %s %s", uid, where)
+            return StoreResult("stored", uid, outcome=outcome)
+        if outcome == PutOutcome.REJECTED_DUPLICATE:
+            reason = "duplicate SOP Instance UID with different content (policy: reject)"
+            log.warning("rejected %s %s: %s", uid, where, reason)
+            return StoreResult("rejected", uid, reason, DUPLICATE_SOP_INSTANCE, outcome)
+        reasons = {
+            PutOutcome.IDENTICAL_DUPLICATE: "identical copy of a stored instance; nothing to keep",
+            PutOutcome.KEPT_FIRST: "different content under a stored SOP Instance UID: stored version kept, newcomer kept aside",
+            PutOutcome.REPLACED: "different content under a stored SOP Instance UID: replaced, previous version kept aside",
+        }
+        log.warning("duplicate %s %s: %s", uid, where, reasons[outcome])
+        return StoreResult("duplicate" if outcome != PutOutcome.REPLACED else "stored", uid, reasons[outcome], SUCCESS, outcome)
+
+    def _failed(self, uid: str | None, reason: str, status: int, source: Source) -> StoreResult:
+        log.error("refused %s from %s: %s", uid or "data set", source.protocol, reason)
+        return StoreResult("failed", uid, reason, status)
+
+    # -------------------------------------------------------------------------------------------- query
+
+    def find(self, level: Level, query: Query, limit: int | None = None, offset: int = 0) -> list[Found]:
+        """Groups at ``level`` matching ``query``. Computed attributes in the query are matched on the group."""
+        instance_query, having = split_computed(query)
+        return self.backend.find(level, instance_query, having, limit, offset)
+
+    def count(self, level: Level, query: Query) -> int:
+        instance_query, having = split_computed(query)
+        return self.backend.count(level, instance_query, having)
+
+    # ----------------------------------------------------------------------------------------- retrieve
+
+    def instances(self, query: Query) -> Iterator[StoredInstance]:
+        instance_query, having = split_computed(query)
+        if having is not None:
+            raise QueryError("ModalitiesInStudy and SOPClassesInStudy cannot select instances to retrieve")
+        return self.backend.instances(instance_query)
+
+    def open_original(self, sop_instance_uid: str) -> BinaryIO:
+        return self.backend.open_original(sop_instance_uid)
+
+    def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        return self.backend.get_document(sop_instance_uid)
+
+
+def split_computed(query: Query) -> tuple[Query, Query | None]:
+    """Separate the conditions on computed attributes from those on stored ones."""
+    stored, having = [], []
+    for c in query.conditions:
+        if c.tag not in COMPUTED:
+            stored.append(c)
+        elif isinstance(c, Universal):
+            continue
+        elif c.tag in MATCHED_THROUGH:
+            having.append(_retag(c, MATCHED_THROUGH[c.tag]))
+        else:
+            raise QueryError(f"{COMPUTED[c.tag]} is computed by the archive: it can be returned, not matched")
+    return Query(tuple(stored), query.return_tags), (Query(tuple(having)) if having else None)
+
+
+def _retag(c: Any, tag: int) -> Any:
+    if hasattr(c, "alternatives"):
+        return dataclasses.replace(c, tag=tag, alternatives=tuple(_retag(a, tag) for a in c.alternatives))
+    return dataclasses.replace(c, tag=tag)
+
+
+def computed_attributes(found: Found, level: Level) -> dict[str, dict[str, Any]]:
+    """The computed attributes of a level answer, as document elements."""
+    def number(n: int) -> dict[str, Any]:
+        return {"vr": "IS", "Value": [n]}
+
+    out: dict[str, dict[str, Any]] = {}
+    if level == Level.PATIENT:
+        out[tag_key(0x00201200)] = number(found.studies)
+        out[tag_key(0x00201202)] = number(found.series)
+        out[tag_key(0x00201204)] = number(found.instances)
+    if level == Level.STUDY:
+        out[tag_key(0x00201206)] = number(found.series)
+        out[tag_key(0x00201208)] = number(found.instances)
+        out[tag_key(0x00080061)] = {"vr": "CS", "Value": found.modalities} if found.modalities else {"vr": "CS"}
+        out[tag_key(0x00080062)] = {"vr": "UI", "Value": found.sop_classes}
+    if level == Level.SERIES:
+        out[tag_key(0x00201209)] = number(found.instances)
+    return out
+
+
+def _check_complete(ds: Dataset, size: int, name: str) -> None:
+    """Refuse a truncated data set: pydicom reads a short last value without complaint."""
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement):
+            if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > size:
+                raise BadInstance(f"{name}: truncated: element {tag} runs past the end of the data")
+    pixels = ds.get_item(0x7FE00010)
+    if pixels is not None and not isinstance(pixels, RawDataElement) and isinstance(pixels.value, bytes):
+        if not ds.file_meta.TransferSyntaxUID.is_compressed:
+            expected = _native_pixel_bytes(ds)
+            if expected and len(pixels.value) < expected:
+                raise BadInstance(f"{name}: truncated: Pixel Data has {len(pixels.value)} of {expected} bytes")
+
+
+def _native_pixel_bytes(ds: Dataset) -> int | None:
+    try:
+        bits = int(ds.BitsAllocated)
+        count = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (count * bits + 7) // 8
+
+
+def _sha256(original: Original) -> str:
+    if original.data is not None:
+        return hashlib.sha256(original.data).hexdigest()
+    return Original.hash_of(original)

@@ -1,0 +1,208 @@
+"""The `dopamine` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+from .config import FLAGS, ConfigError, Settings, load_settings
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder of the embedded store (default ./dopamine-data)")
+    parser.add_argument("--mongodb-uri", metavar="URI", help="store in MongoDB instead of the embedded store")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dopamine", description="Dopamine-py, a DICOM archive for research.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the archive (DIMSE and DICOMweb)")
+    _add_store_options(serve)
+    serve.add_argument("--aet", help="AE title of the archive (default DOPAMINE)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--dimse-port", type=int, metavar="P", help="DIMSE port (default 11112)")
+    serve.add_argument("--http-port", type=int, metavar="P", help="DICOMweb port (default 8080)")
+    serve.set_defaults(run=cmd_serve)
+
+    imp = commands.add_parser("import", help="store DICOM files, folders and zip files")
+    _add_store_options(imp)
+    imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(run=cmd_import)
+
+    peer = commands.add_parser("peer", help="manage the peer table (C-MOVE destinations)")
+    peer_commands = peer.add_subparsers(dest="peer_command", required=True)
+    add = peer_commands.add_parser("add", help="add or update a peer")
+    _add_store_options(add)
+    add.add_argument("aet")
+    add.add_argument("host")
+    add.add_argument("port", type=int)
+    add.set_defaults(run=cmd_peer_add)
+    lst = peer_commands.add_parser("list", help="list peers")
+    _add_store_options(lst)
+    lst.set_defaults(run=cmd_peer_list)
+    rm = peer_commands.add_parser("remove", help="remove a peer")
+    _add_store_options(rm)
+    rm.add_argument("aet")
+    rm.set_defaults(run=cmd_peer_remove)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {option: getattr(args, flag, None) for flag, option in FLAGS.items()}
+    return load_settings(args.config, overrides)
+
+
+def open_archive(settings: Settings):
+    from .archive import ArchiveService
+    from .storage import open_backend
+
+    backend = open_backend(settings)
+    return ArchiveService(backend, duplicate_policy=settings.duplicate_policy,
+                          document_options=settings.document_options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"dopamine: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings["log.level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    return args.run(args, settings) or 0
+
+
+# ------------------------------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from .dimse import DimseServer
+
+    log = logging.getLogger("dopamine")
+    archive = open_archive(settings)
+    server = DimseServer(
+        archive,
+        aet=settings["server.aet"],
+        host=settings["server.host"],
+        port=settings["server.dimse_port"],
+        incoming_dir=settings.data_dir / "incoming",
+        match_options=settings.match_options,
+        max_associations=settings["server.max_associations"],
+        network_timeout=settings["server.network_timeout"],
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"dopamine: cannot listen on {settings['server.host']}:{settings['server.dimse_port']}: {exc}", file=sys.stderr)
+        return 1
+    log.info("storage: %s (%s)", archive.backend.name,
+             settings["storage.mongodb_uri"] or settings.data_dir.resolve())
+    log.warning("ACCESS CONTROL IS NOT ENABLED: every association and request is accepted")
+    print(f"Dopamine-py ready: DIMSE {settings['server.aet']}@{settings['server.host']}:{settings['server.dimse_port']}",
+          flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("stopping")
+    server.stop()
+    archive.backend.close()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ import
+
+
+def _files(paths: list[str], scratch: Path) -> Iterator[tuple[str, Path]]:
+    """(name shown to the user, file) for every file under the paths; zip members are extracted."""
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                yield from _files([str(child)], scratch)
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for member in zf.infolist():
+                    if member.is_dir():
+                        continue
+                    target = scratch / f"{len(list(scratch.iterdir()))}.dcm"
+                    with zf.open(member) as src, open(target, "wb") as dst:
+                        while chunk := src.read(1 << 20):
+                            dst.write(chunk)
+                    yield f"{path}:{member.filename}", target
+        else:
+            yield str(path), path
+
+
+def cmd_import(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from .archive import Source
+
+    archive = open_archive(settings)
+    counts: Counter[str] = Counter()
+    failures: list[tuple[str, str]] = []
+    missing = [p for p in args.paths if not Path(p).exists()]
+    for p in missing:
+        failures.append((p, "no such file or folder"))
+    with tempfile.TemporaryDirectory(prefix="dopamine-import-") as scratch:
+        files = _files([p for p in args.paths if p not in missing], Path(scratch))
+        for name, path in tqdm(files, unit=" files", disable=args.quiet or not sys.stderr.isatty()):
+            result = archive.store_file(path, Source(protocol="import"), take_ownership=path.parent == Path(scratch))
+            counts[result.status] += 1
+            if not result.ok:
+                failures.append((name, result.reason or result.status))
+    archive.backend.close()
+    print(f"stored: {counts['stored']}, duplicates: {counts['duplicate']}, "
+          f"rejected: {counts['rejected']}, failed: {counts['failed'] + len(missing)}")
+    for name, reason in failures:
+        print(f"  {name}: {reason}")
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------------- peers
+
+
+def cmd_peer_add(args, settings: Settings) -> int:
+    from .config import _aet, _port
+
+    problem = _aet(args.aet) or _port(args.port)
+    if problem:
+        print(f"dopamine: peer: {problem}", file=sys.stderr)
+        return 2
+    archive = open_archive(settings)
+    archive.backend.put_peer(args.aet, args.host, args.port)
+    print(f"peer {args.aet} = {args.host}:{args.port}")
+    return 0
+
+
+def cmd_peer_list(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    for peer in archive.backend.list_peers():
+        print(f"{peer['aet']}\t{peer['host']}\t{peer['port']}")
+    return 0
+
+
+def cmd_peer_remove(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    if not archive.backend.remove_peer(args.aet):
+        print(f"dopamine: no peer {args.aet}", file=sys.stderr)
+        return 1
+    print(f"removed {args.aet}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The embedded backend: SQLite in WAL mode, documents as JSON, expression indexes on chosen attributes.
+
+Layout of ``<data_dir>``:
+- ``dopamine.sqlite``: tables ``instances`` (keys + document), ``originals`` (original bytes of instances
+  whose stored document fits MongoDB's 16 MiB limit), ``superseded`` (versions displaced by the duplicate
+  policy), ``peers``;
+- ``blobs/``: original bytes of the larger instances, one file each (MongoDB keeps those in GridFS).
+
+Durability: ``synchronous=FULL`` and files fsync'ed before the row that names them is committed, so a
+store acknowledged to a sender survives a crash of the process or of the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import io
+import json
+import logging
+import os
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from ..document import PN_GROUPS, parse_tag, single_valued, vr_for_tag
+from ..matching import Query
+from .base import (
+    LEVEL_KEY,
+    Backend,
+    DuplicatePolicy,
+    Found,
+    InstanceRecord,
+    Level,
+    Original,
+    PutOutcome,
+    StorageFull,
+    StoredInstance,
+    fits_inline,
+)
+from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL UNIQUE,
+    sop_class_uid TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    blob_path TEXT,               -- NULL: the original is in table originals
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid);
+CREATE TABLE IF NOT EXISTS originals (
+    instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS superseded (
+    id INTEGER PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    blob_path TEXT,
+    data BLOB
+);
+CREATE INDEX IF NOT EXISTS superseded_sop ON superseded(sop_instance_uid);
+CREATE TABLE IF NOT EXISTS peers (
+    aet TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL
+);
+"""
+
+# Tags with a column of their own: the compiler reads the column, which has a plain index.
+KEY_COLUMNS = {
+    0x00100020: "patient_id",
+    0x0020000D: "study_instance_uid",
+    0x0020000E: "series_instance_uid",
+    0x00080018: "sop_instance_uid",
+    0x00080016: "sop_class_uid",
+    0x00080060: "modality",
+}
+
+
+def _json_default(value: Any) -> Any:
+    # SQLite's JSON cannot hold bytes: small binary values become the standard's Base64 InlineBinary.
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def dump_document(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class SQLiteBackend(Backend):
+    name = "embedded"
+
+    def __init__(self, data_dir: Path, indexed_attributes: list[str] = ()) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blob_dir = self.data_dir / "blobs"
+        self.blob_dir.mkdir(exist_ok=True)
+        self.db_path = self.data_dir / "dopamine.sqlite"
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        self._create_attribute_indexes(conn, indexed_attributes)
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.create_function(FOLD_FUNCTION, 1, lambda s: s.lower() if isinstance(s, str) else s, deterministic=True)
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _create_attribute_indexes(self, conn: sqlite3.Connection, keywords: list[str]) -> None:
+        for keyword in keywords:
+            tag = parse_tag(keyword)
+            if tag in KEY_COLUMNS:
+                continue
+            if not single_valued(tag):
+                log.warning("not indexing %s: only attributes of VM 1 get an expression index", keyword)
+                continue
+            members = [f".{g}" for g in PN_GROUPS[:1]] if vr_for_tag(tag) == "PN" else [""]
+            for member in members:
+                expr = first_value_expr("doc", tag, member)
+                conn.execute(f"CREATE INDEX IF NOT EXISTS attr_{tag:08X}{member.replace('.', '_')} ON instances({expr})")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    # ----------------------------------------------------------------------------------------------- put
+
+    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy) -> PutOutcome:
+        conn = self._conn()
+        doc_json = dump_document(record.document)
+        inline = fits_inline(record, original.size)
+        with self._write_lock:
+            existing = conn.execute(
+                "SELECT id, sha256 FROM instances WHERE sop_instance_uid = ?", (record.sop_instance_uid,)
+            ).fetchone()
+            if existing and existing[1] == record.sha256:
+                return PutOutcome.IDENTICAL_DUPLICATE
+            if existing and policy == DuplicatePolicy.REJECT:
+                return PutOutcome.REJECTED_DUPLICATE
+            blob_path = None if inline else self._place_blob(record, original)
+            data = original.read() if inline else None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if existing and policy == DuplicatePolicy.KEEP_FIRST:
+                    self._insert_superseded(conn, record.sop_instance_uid, "duplicate kept aside (keep-first)",
+                                            record.sha256, doc_json, blob_path, data)
+                    outcome = PutOutcome.KEPT_FIRST
+                else:
+                    if existing:
+                        self._supersede_existing(conn, existing[0], "replaced by a newer version (replace)")
+                    self._insert_instance(conn, record, doc_json, blob_path, data)
+                    outcome = PutOutcome.REPLACED if existing else PutOutcome.STORED
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK") if conn.in_transaction else None
+                if blob_path:
+                    (self.data_dir / blob_path).unlink(missing_ok=True)
+                if "full" in str(exc).lower():
+                    raise StorageFull(errno.ENOSPC, str(exc)) from exc
+                raise
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if blob_path:
+                    (self.data_dir / blob_path).unlink(missing_ok=True)
+                raise
+        return outcome
+
+    def _place_blob(self, record: InstanceRecord, original: Original) -> str:
+        """Put a large original under blobs/, durably, and return its path relative to the data dir."""
+        relative = Path("blobs") / record.sha256[:2] / f"{record.sop_instance_uid}-{record.sha256[:16]}.dcm"
+        target = self.data_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if original.owned and original.path.stat().st_dev == self.data_dir.stat().st_dev:
+                with open(original.path, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(original.path, target)
+            else:
+                tmp = target.with_suffix(".tmp")
+                with original.open() as src, open(tmp, "wb") as dst:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                os.replace(tmp, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(exc.errno, f"no space left for {record.sop_instance_uid}") from exc
+            raise
+        return str(relative)
+
+    def _insert_instance(self, conn, record: InstanceRecord, doc_json: str, blob_path: str | None, data: bytes | None) -> None:
+        cur = conn.execute(
+            "INSERT INTO instances (sop_instance_uid, sop_class_uid, patient_id, study_instance_uid, "
+            "series_instance_uid, modality, transfer_syntax_uid, size, sha256, received_at, source, blob_path, doc) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (record.sop_instance_uid, record.sop_class_uid, record.patient_id, record.study_instance_uid,
+             record.series_instance_uid, record.modality, record.transfer_syntax_uid, record.size, record.sha256,
+             record.received_at, json.dumps(record.source), blob_path, doc_json),
+        )
+        if data is not None:
+            conn.execute("INSERT INTO originals (instance_id, data) VALUES (?, ?)", (cur.lastrowid, data))
+
+    def _insert_superseded(self, conn, sop_uid, reason, sha256, doc_json, blob_path, data) -> None:
+        conn.execute(
+            "INSERT INTO superseded (sop_instance_uid, reason, at, sha256, doc, blob_path, data) VALUES (?,?,?,?,?,?,?)",
+            (sop_uid, reason, _now(), sha256, doc_json, blob_path, data),
+        )
+
+    def _supersede_existing(self, conn, instance_id: int, reason: str) -> None:
+        sop_uid, sha256, doc_json, blob_path = conn.execute(
+            "SELECT sop_instance_uid, sha256, doc, blob_path FROM instances WHERE id = ?", (instance_id,)
+        ).fetchone()
+        row = conn.execute("SELECT data FROM originals WHERE instance_id = ?", (instance_id,)).fetchone()
+        self._insert_superseded(conn, sop_uid, reason, sha256, doc_json, blob_path, row[0] if row else None)
+        conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+
+    # --------------------------------------------------------------------------------------------- query
+
+    def _where(self, query: Query) -> tuple[str, list[Any]]:
+        return compile_query(query, "doc", KEY_COLUMNS)
+
+    def _group_filter(self, level: Level, query: Query, having: Query | None) -> tuple[str, list[Any]]:
+        where, params = self._where(query)
+        if having is not None and having.constraining:
+            key = LEVEL_KEY[level]
+            having_sql, having_params = self._where(having)
+            where = f"({where}) AND {key} IN (SELECT {key} FROM instances WHERE {having_sql})"
+            params = params + having_params
+        return where, params
+
+    def find(self, level: Level, query: Query, having: Query | None = None,
+             limit: int | None = None, offset: int = 0) -> list[Found]:
+        key = LEVEL_KEY[level]
+        where, params = self._group_filter(level, query, having)
+        page = " LIMIT ? OFFSET ?" if limit is not None or offset else ""
+        page_params = [-1 if limit is None else limit, offset] if page else []
+        sql = (
+            "SELECT i.doc, g.n_instances, g.n_series, g.n_studies, g.modalities, g.sop_classes FROM ("
+            f" SELECT {key} AS k, MIN(id) AS first_id, COUNT(*) AS n_instances,"
+            " COUNT(DISTINCT series_instance_uid) AS n_series, COUNT(DISTINCT study_instance_uid) AS n_studies,"
+            " group_concat(DISTINCT NULLIF(modality, '')) AS modalities,"
+            " group_concat(DISTINCT sop_class_uid) AS sop_classes"
+            f" FROM instances WHERE {where} GROUP BY {key} ORDER BY {key}{page}"
+            ") AS g JOIN instances AS i ON i.id = g.first_id ORDER BY g.k"
+        )
+        rows = self._conn().execute(sql, params + page_params).fetchall()
+        return [
+            Found(json.loads(doc), n_inst, n_series, n_studies,
+                  sorted(modalities.split(",")) if modalities else [], sorted(classes.split(",")) if classes else [])
+            for doc, n_inst, n_series, n_studies, modalities, classes in rows
+        ]
+
+    def count(self, level: Level, query: Query, having: Query | None = None) -> int:
+        key = LEVEL_KEY[level]
+        where, params = self._group_filter(level, query, having)
+        return self._conn().execute(f"SELECT COUNT(DISTINCT {key}) FROM instances WHERE {where}", params).fetchone()[0]
+
+    def instances(self, query: Query) -> Iterator[StoredInstance]:
+        where, params = self._where(query)
+        rows = self._conn().execute(
+            "SELECT sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, transfer_syntax_uid, size"
+            f" FROM instances WHERE {where} ORDER BY study_instance_uid, series_instance_uid, sop_instance_uid",
+            params,
+        ).fetchall()
+        for row in rows:
+            yield StoredInstance(*row)
+
+    def open_original(self, sop_instance_uid: str) -> BinaryIO:
+        row = self._conn().execute(
+            "SELECT i.blob_path, o.data FROM instances AS i LEFT JOIN originals AS o ON o.instance_id = i.id"
+            " WHERE i.sop_instance_uid = ?",
+            (sop_instance_uid,),
+        ).fetchone()
+        if row is None:
+            raise KeyError(sop_instance_uid)
+        blob_path, data = row
+        return io.BytesIO(data) if blob_path is None else open(self.data_dir / blob_path, "rb")
+
+    def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT doc FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def storage_of(self, sop_instance_uid: str) -> str:
+        """'inline' or 'file': where the original bytes of an instance are (for tests and diagnostics)."""
+        row = self._conn().execute("SELECT blob_path FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+        if row is None:
+            raise KeyError(sop_instance_uid)
+        return "inline" if row[0] is None else "file"
+
+    def superseded_versions(self, sop_instance_uid: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT sha256, reason, at FROM superseded WHERE sop_instance_uid = ? ORDER BY id", (sop_instance_uid,)
+        ).fetchall()
+        return [{"sha256": s, "reason": r, "at": a} for s, r, a in rows]
+
+    # --------------------------------------------------------------------------------------------- peers
+
+    def put_peer(self, aet: str, host: str, port: int) -> None:
+        with self._write_lock:
+            self._conn().execute(
+                "INSERT INTO peers (aet, host, port) VALUES (?, ?, ?) "
+                "ON CONFLICT(aet) DO UPDATE SET host = excluded.host, port = excluded.port",
+                (aet, host, port),
+            )
+
+    def get_peer(self, aet: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT aet, host, port FROM peers WHERE aet = ?", (aet,)).fetchone()
+        return {"aet": row[0], "host": row[1], "port": row[2]} if row else None
+
+    def list_peers(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT aet, host, port FROM peers ORDER BY aet").fetchall()
+        return [{"aet": a, "host": h, "port": p} for a, h, p in rows]
+
+    def remove_peer(self, aet: str) -> bool:
+        with self._write_lock:
+            return self._conn().execute("DELETE FROM peers WHERE aet = ?", (aet,)).rowcount > 0
