@@ -1,0 +1,1 @@
+"""Bruker ParaVision ingest: read parameter files, find reconstructions, convert them to DICOM."""
