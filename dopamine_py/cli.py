@@ -107,19 +107,49 @@ def cmd_serve(args, settings: Settings) -> int:
     except OSError as exc:
         print(f"dopamine: cannot listen on {settings['server.host']}:{settings['server.dimse_port']}: {exc}", file=sys.stderr)
         return 1
+    http = _start_http(archive, settings)
+    if http is None:
+        server.stop()
+        return 1
     log.info("storage: %s (%s)", archive.backend.name,
              settings["storage.mongodb_uri"] or settings.data_dir.resolve())
     log.warning("ACCESS CONTROL IS NOT ENABLED: every association and request is accepted")
-    print(f"Dopamine-py ready: DIMSE {settings['server.aet']}@{settings['server.host']}:{settings['server.dimse_port']}",
-          flush=True)
+    host = settings["server.host"]
+    print(f"Dopamine-py ready: DIMSE {settings['server.aet']}@{host}:{settings['server.dimse_port']}, "
+          f"DICOMweb http://{host}:{settings['server.http_port']}/dicom-web", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("stopping")
+    http.should_exit = True
     server.stop()
     archive.backend.close()
     return 0
+
+
+def _start_http(archive, settings: Settings):
+    """Start uvicorn with the DICOMweb app in a thread; None (and a message) when it cannot listen."""
+    import time
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from dicomweb.app import BASE_PATH, create_app
+
+    app = Starlette(routes=[Mount(BASE_PATH, app=create_app(archive, settings))])
+    config = uvicorn.Config(app, host=settings["server.host"], port=settings["server.http_port"],
+                            log_level="warning", lifespan="off")
+    http = uvicorn.Server(config)
+    thread = threading.Thread(target=http.run, name="http", daemon=True)
+    thread.start()
+    while not http.started and thread.is_alive():
+        time.sleep(0.05)
+    if not http.started:
+        print(f"dopamine: cannot listen on {settings['server.host']}:{settings['server.http_port']} (HTTP)", file=sys.stderr)
+        return None
+    return http
 
 
 # ------------------------------------------------------------------------------------------------ import
