@@ -27,6 +27,8 @@ def mr_image_datasets(ctx: ScanContext) -> Iterator[Dataset]:
     base = base_dataset(ctx)
     acq = ctx.acq
     base.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    # Laterality is unknown for a ParaVision scan; "U" says so explicitly.
+    base.ImageLaterality = "U"
     base.ScanningSequence = acquisition.scanning_sequence(acq)
     base.SequenceVariant = ["NONE"]
     base.ScanOptions = ""
