@@ -100,6 +100,12 @@ OPTIONS = [
            "C-FIND matches person names without regard to case (QIDO-RS asks with fuzzymatching=true)."),
     Option("matching.combine_date_time", bool, True,
            "A date range with a time range on its paired attribute (StudyDate/StudyTime, ...) is one interval."),
+    Option("dicomweb.cors_allow_origins", list, [],
+           "Origins allowed to call DICOMweb from a browser (viewers); [\"*\"] allows any."),
+    Option("dicomweb.max_results", int, 1000,
+           "Most results one QIDO-RS response carries; a larger limit is cut to it, with a Warning header.", _positive),
+    Option("dicomweb.gzip_minimum_size", int, 1024,
+           "JSON and XML responses at least this large are gzip-compressed for clients that accept it.", _non_negative),
     Option("log.level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.", _log_level),
 ]
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
