@@ -54,6 +54,7 @@ def base_dataset(ctx: ScanContext) -> Dataset:
         ds.PatientBreedCodeSequence = Sequence()
         ds.BreedRegistrationSequence = Sequence()
         ds.ResponsiblePerson = ""
+        ds.PatientSexNeutered = ""  # ParaVision does not record it
         ds.ResponsibleOrganization = clip(p.text("VisuInstitution"), 64)
     # Study
     ds.StudyInstanceUID = ctx.study_uid

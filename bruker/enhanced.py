@@ -168,6 +168,8 @@ def _dimensions(ctx: ScanContext) -> list[tuple[str, str, str, Any]]:
             0,
             ("slice", "FrameContentSequence", "InStackPositionNumber", lambda frame: frame.spatial_slice + 1),
         )
+    if not dims:  # a single 2D frame: the module still needs one dimension
+        dims.append(("frame", *_GENERIC_DIMENSION, lambda frame: frame.disk_index + 1))
     return dims
 
 
