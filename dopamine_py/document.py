@@ -80,9 +80,10 @@ def vr_for_tag(tag: int) -> str | None:
 @lru_cache(maxsize=4096)
 def single_valued(tag: int) -> bool:
     """Whether the dictionary says VM 1. Such attributes are matched on their first (only) value,
-    which lets every backend use a plain index on it; unknown and private tags count as multi-valued."""
+    which lets every backend use a plain index on it; unknown and private tags count as multi-valued.
+    A sequence is never single-valued: its VM is 1 but its items are many."""
     try:
-        return dictionary_VM(tag) == "1"
+        return dictionary_VM(tag) == "1" and dictionary_VR(tag) != "SQ"
     except KeyError:
         return False
 

@@ -11,7 +11,7 @@ answers, so the semantics are written down once, here:
   compared with each component group (alphabetic, ideographic, phonetic); ``=`` in the query addresses
   groups one by one. Optional case-insensitive PN matching (QIDO's fuzzymatching) folds both sides.
 - Wildcard: ``*`` any run of characters, ``?`` exactly one; for the text VRs the standard allows
-  (AE, CS, LO, LT, PN, SH, ST, UC, UR, UT).
+  (AE, CS, LO, LT, PN, SH, ST, UC, UR, UT) and for attributes of unknown VR (private ones).
 - Range: DA, TM, DT as ``lo-hi``, ``lo-`` or ``-hi``. Values compare as strings, which orders these VRs
   correctly; an upper bound covers its whole precision (``-2001`` includes ``20011231``, ``-10`` includes
   10:59), because a reduced-precision value names a period, not an instant.
@@ -44,7 +44,8 @@ from .document import (
     vr_for_tag,
 )
 
-WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+# UN included: a private attribute's VR is unknown until the data are read, and they are usually text.
+WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN"})
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
 # Appended to an upper bound so that it covers its whole precision: sorts after every character
 # DA, TM and DT values are made of (digits, '.', '+', '-', space).
@@ -235,6 +236,8 @@ def _one_value(tag: int, vr: str, text: str, options: MatchOptions, name: str) -
     text = text.strip(" ") if vr not in ("LT", "ST", "UT") else text.rstrip(" ")
     if text == "*":
         return Universal(tag, vr)
+    if ("*" in text or "?" in text) and vr not in WILDCARD_VRS:
+        raise QueryError(f"{name}: wildcards are not allowed for VR {vr}")
     if vr in RANGE_VRS and "-" in text:
         low, high = _split_range(text, vr, name)
         return Range(tag, vr, low, high)
@@ -249,10 +252,8 @@ def _one_value(tag: int, vr: str, text: str, options: MatchOptions, name: str) -
             raise QueryError(f"{name}: a person name has at most 3 component groups")
         has_wildcard = any("*" in g or "?" in g for g in groups)
         return (Wildcard if has_wildcard else Single)(tag, vr, groups, fold)
-    if ("*" in text or "?" in text) and vr in WILDCARD_VRS:
+    if "*" in text or "?" in text:
         return Wildcard(tag, vr, text, fold)
-    if ("*" in text or "?" in text) and vr not in ("UI", "UN", "OB", "OW"):
-        raise QueryError(f"{name}: wildcards are not allowed for VR {vr}")
     return Single(tag, vr, text)
 
 
@@ -277,8 +278,6 @@ def _split_range(text: str, vr: str, name: str) -> tuple[str | None, str | None]
         if all(not part or _TEMPORAL[vr].match(part) for part in (low, high)):
             if not low and not high:
                 break
-            if low and high and low > high + UPPER_BOUND_PAD:
-                raise QueryError(f"{name}: range {text!r} ends before it starts")
             return (low or None, high or None)
     raise QueryError(f"{name}: {text!r} is not a valid {vr} range (expected lo-hi, lo- or -hi)")
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from backends import TIERS, make_backend
 from support import start_server
 
 
@@ -11,3 +12,18 @@ def server(tmp_path):
     srv = start_server(tmp_path / "data")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(params=TIERS)
+def backend(request, tmp_path):
+    """Each storage tier in turn: the test id says which one ran (embedded, mongodb-standin, mongodb-real)."""
+    store, dispose = make_backend(request.param, tmp_path)
+    yield store
+    dispose()
+
+
+@pytest.fixture
+def archive(backend):
+    from dopamine_py.archive import ArchiveService
+
+    return ArchiveService(backend)
