@@ -207,3 +207,20 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         if value is not None:
             values[key] = _validate(key, value, "command line")
     return Settings(values, origin)
+
+
+def options_markdown() -> str:
+    """The table of options in docs/configuration.md (a test keeps the document equal to this)."""
+    flags = {option: flag for flag, option in FLAGS.items()}
+    lines = ["| key | type | default | flag | meaning |", "|---|---|---|---|---|"]
+    for o in OPTIONS:
+        default = repr(o.default).replace("'", '"') if not isinstance(o.default, bool) else str(o.default).lower()
+        if isinstance(o.default, list) and len(default) > 40:
+            default = "see below"
+        flag = f"`--{flags[o.key].replace('_', '-')}`" if o.key in flags else ""
+        lines.append(f"| `{o.key}` | {o.kind.__name__} | `{default}` | {flag} | {o.help} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(options_markdown(), end="")
