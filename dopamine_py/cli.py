@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(rm)
     rm.add_argument("aet")
     rm.set_defaults(run=cmd_peer_remove)
+
+    bruker = commands.add_parser("bruker", help="Bruker ParaVision data sets")
+    bruker_commands = bruker.add_subparsers(dest="bruker_command", required=True)
+    convert = bruker_commands.add_parser("convert", help="convert to DICOM files (nothing is stored)")
+    convert.add_argument("path", help="study, scan or reconstruction folder, or a zip of one")
+    convert.add_argument("outdir")
+    convert.add_argument("--enhanced", action="store_true", help="one Enhanced MR instance per reconstruction")
+    convert.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
+    convert.set_defaults(run=cmd_bruker_convert)
+    bimport = bruker_commands.add_parser("import", help="convert and store in the archive")
+    _add_store_options(bimport)
+    bimport.add_argument("path", help="study, scan or reconstruction folder, or a zip of one")
+    bimport.add_argument("--enhanced", action="store_true", help="one Enhanced MR instance per reconstruction")
+    bimport.set_defaults(run=cmd_bruker_import)
     return parser
 
 
@@ -81,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings["log.level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    if args.command != "serve":
+        # Batch commands print their own summary; a log line per stored instance would drown it.
+        logging.getLogger("dopamine.archive").setLevel(max(logging.WARNING, logging.getLogger().level))
     return args.run(args, settings) or 0
 
 
@@ -232,6 +249,25 @@ def cmd_peer_remove(args, settings: Settings) -> int:
         return 1
     print(f"removed {args.aet}")
     return 0
+
+
+# ------------------------------------------------------------------------------------------------ bruker
+
+
+def cmd_bruker_convert(args, settings: Settings) -> int:
+    from bruker.cli import convert_command
+
+    return convert_command(args.path, args.outdir, enhanced=args.enhanced)
+
+
+def cmd_bruker_import(args, settings: Settings) -> int:
+    from bruker.cli import import_command
+
+    archive = open_archive(settings)
+    try:
+        return import_command(args.path, archive, enhanced=args.enhanced)
+    finally:
+        archive.backend.close()
 
 
 if __name__ == "__main__":
