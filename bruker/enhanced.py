@@ -68,6 +68,7 @@ def enhanced_mr_dataset(ctx: ScanContext) -> Dataset:
         groups, chunk = _frame_groups(ctx, frame, frame_type, flavor, dimensions)
         per_frame.append(groups)
         pixel_chunks.append(chunk)
+    # Joining briefly holds the output twice; pydicom needs a bytes value.
     ds.PixelData = b"".join(pixel_chunks)
     del pixel_chunks
     shared, per_frame = _split_shared(per_frame)
