@@ -118,7 +118,19 @@ class DateTimeRange:
     vr: str = "DA"
 
 
-Condition = Union[Universal, Single, Wildcard, Range, AnyOf, SequenceMatch, DateTimeRange]
+@dataclass(frozen=True)
+class Either:
+    """A disjunction of whole queries: access rules for one principal and service are OR-ed this way.
+
+    Not an attribute condition: ``tag`` is None. No alternatives means nothing matches.
+    """
+
+    alternatives: tuple["Query", ...]
+    tag: None = None
+    vr: str = ""
+
+
+Condition = Union[Universal, Single, Wildcard, Range, AnyOf, SequenceMatch, DateTimeRange, Either]
 
 
 @dataclass(frozen=True)
@@ -138,18 +150,12 @@ class Query:
     def constraining(self) -> tuple[Condition, ...]:
         return tuple(c for c in self.conditions if not isinstance(c, Universal))
 
-    def without(self, tags: Iterable[int]) -> "Query":
-        drop = set(tags)
-        return Query(tuple(c for c in self.conditions if c.tag not in drop), self.return_tags)
-
     def and_(self, other: "Query") -> "Query":
         return Query(self.conditions + other.conditions, self.return_tags)
 
-    def condition_for(self, tag: int) -> Condition | None:
-        for c in self.conditions:
-            if c.tag == tag:
-                return c
-        return None
+    def and_any_of(self, alternatives: Iterable["Query"]) -> "Query":
+        """This query, restricted to what at least one of ``alternatives`` matches."""
+        return Query(self.conditions + (Either(tuple(alternatives)),), self.return_tags)
 
 
 @dataclass(frozen=True)
@@ -332,6 +338,8 @@ def _values(doc: dict[str, Any], tag: int) -> list[Any]:
 def _holds(c: Condition, doc: dict[str, Any]) -> bool:
     if isinstance(c, Universal):
         return True
+    if isinstance(c, Either):
+        return any(q.matches(doc) for q in c.alternatives)
     if isinstance(c, AnyOf):
         return any(_holds(a, doc) for a in c.alternatives)
     if isinstance(c, SequenceMatch):

@@ -115,3 +115,10 @@ def test_identifier_from_a_c_find_request():
     kinds = {c.tag: type(c) for c in query.conditions}
     assert kinds == {0x00100010: Wildcard, 0x00080020: Universal, 0x00081032: SequenceMatch}
     assert 0x00080052 not in query.return_tags
+
+
+def test_either_is_a_disjunction_of_whole_queries():
+    base = parse_pairs([("Modality", "MR")])
+    assert base.and_any_of([parse_pairs([("PatientID", "nobody")]), parse_pairs([("PatientName", "Yamada*")])]).matches(DOC)
+    assert not base.and_any_of([parse_pairs([("PatientID", "nobody")])]).matches(DOC)
+    assert not base.and_any_of([]).matches(DOC)   # no rule allows: nothing matches

@@ -112,6 +112,10 @@ def cases(draw):
             item = parse_pairs([("CodeValue", draw(st.sampled_from(["A1", "B*"]))),
                                 ("CodingSchemeDesignator", draw(st.sampled_from(["X", "Y", ""])))])
             query = Query(query.conditions + (SequenceMatch(0x00081032, "SQ", item),))
+        if draw(st.booleans()):
+            # Access constraints: OR-ed queries, possibly none (then nothing may match).
+            alternatives = [parse_pairs(draw(query_pairs(pool))) for _ in range(draw(st.integers(0, 2)))]
+            query = query.and_any_of(alternatives)
         queries.append(query)
     return pool, queries
 

@@ -16,6 +16,7 @@ from ..matching import (
     AnyOf,
     Condition,
     DateTimeRange,
+    Either,
     Query,
     Range,
     SequenceMatch,
@@ -53,6 +54,10 @@ class _Compiler:
         return " AND ".join(f"({p})" for p in parts) if parts else "1"
 
     def condition(self, c: Condition, base: str) -> str:
+        if isinstance(c, Either):
+            if not c.alternatives:
+                return "0"
+            return " OR ".join(f"({self.query(q, base)})" for q in c.alternatives)
         if isinstance(c, AnyOf):
             return " OR ".join(f"({self.condition(a, base)})" for a in c.alternatives)
         if isinstance(c, SequenceMatch):
