@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydicom.uid import UID, generate_uid
 
 from . import acquisition
@@ -118,7 +117,3 @@ def _series_number(params: Parameters, recon: Reconstruction) -> int:
 def instance_uid(context: ScanContext, *parts: Any) -> UID:
     """Same scan, same frame -> same SOP Instance UID, so re-imports are duplicates."""
     return generate_uid(entropy_srcs=[context.series_uid, *map(str, parts)])
-
-
-def as_float_list(value: Any) -> list[float]:
-    return [float(v) for v in np.atleast_1d(value).ravel()]

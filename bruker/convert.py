@@ -38,6 +38,13 @@ class ConversionResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def message(self) -> str:
+        """One line naming the scan, for logs and HTTP responses."""
+        if self.ok:
+            return f"{self.scan_id}: {len(self.datasets)} dataset(s)"
+        return f"{self.scan_id}: {self.error}"
+
 
 def datasets_for(ctx: ScanContext, enhanced: bool = False) -> Iterator[Dataset]:
     """Datasets of one prepared reconstruction, produced lazily."""

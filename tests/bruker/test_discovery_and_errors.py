@@ -101,6 +101,7 @@ def _study_with_a_bad_scan(tmp_path, spoil):
     assert good.ok and len(good.datasets) == 1
     failed = results["study/2/pdata/1"]
     assert not failed.ok and failed.datasets == []
+    assert failed.message.startswith("study/2/pdata/1: ")
     return failed.error
 
 
