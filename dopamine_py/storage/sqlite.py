@@ -13,11 +13,13 @@ store acknowledged to a sender survives a crash of the process or of the machine
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import io
 import json
 import logging
 import os
+import queue
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from ..document import PN_GROUPS, parse_tag, single_valued, vr_for_tag
-from ..matching import Query
+from ..matching import Query, fold
 from .base import (
     LEVEL_KEY,
     Backend,
@@ -128,28 +130,42 @@ class SQLiteBackend(Backend):
         self.blob_dir = self.data_dir / "blobs"
         self.blob_dir.mkdir(exist_ok=True)
         self.db_path = self.data_dir / "dopamine.sqlite"
-        self._local = threading.local()
+        # One writer, serialized by a lock (SQLite has one writer anyway); readers from a pool, because
+        # every DIMSE association is a new thread and per-thread connections would pile up.
         self._write_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        conn = self._conn()
-        conn.executescript(SCHEMA)
-        self._create_attribute_indexes(conn, indexed_attributes)
+        self._writer = self._connect()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all: list[sqlite3.Connection] = [self._writer]
+        self._all_lock = threading.Lock()
+        self._writer.executescript(SCHEMA)
+        self._create_attribute_indexes(self._writer, indexed_attributes)
 
     # ------------------------------------------------------------------------------------------ plumbing
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.create_function(FOLD_FUNCTION, 1, lambda s: s.lower() if isinstance(s, str) else s, deterministic=True)
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=60)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.create_function(FOLD_FUNCTION, 1, lambda s: fold(s) if isinstance(s, str) else s, deterministic=True)
         return conn
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+            with self._all_lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        finally:
+            self._readers.put(conn)
+
+    def _read(self, sql: str, params=()) -> list[tuple]:
+        with self._reader() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def _create_attribute_indexes(self, conn: sqlite3.Connection, keywords: list[str]) -> None:
         for keyword in keywords:
@@ -165,19 +181,15 @@ class SQLiteBackend(Backend):
                 conn.execute(f"CREATE INDEX IF NOT EXISTS attr_{tag:08X}{member.replace('.', '_')} ON instances({expr})")
 
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:
-                    pass
-            self._connections.clear()
-        self._local = threading.local()
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
 
     # ----------------------------------------------------------------------------------------------- put
 
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy) -> PutOutcome:
-        conn = self._conn()
+        conn = self._writer
         doc_json = dump_document(record.document)
         inline = fits_inline(record, original.size)
         with self._write_lock:
@@ -297,7 +309,7 @@ class SQLiteBackend(Backend):
             f" FROM instances WHERE {where} GROUP BY {key} ORDER BY {key}{page}"
             ") AS g JOIN instances AS i ON i.id = g.first_id ORDER BY g.k"
         )
-        rows = self._conn().execute(sql, params + page_params).fetchall()
+        rows = self._read(sql, params + page_params)
         return [
             Found(json.loads(doc), n_inst, n_series, n_studies,
                   sorted(modalities.split(",")) if modalities else [], sorted(classes.split(",")) if classes else [])
@@ -307,64 +319,64 @@ class SQLiteBackend(Backend):
     def count(self, level: Level, query: Query, having: Query | None = None) -> int:
         key = LEVEL_KEY[level]
         where, params = self._group_filter(level, query, having)
-        return self._conn().execute(f"SELECT COUNT(DISTINCT {key}) FROM instances WHERE {where}", params).fetchone()[0]
+        return self._read(f"SELECT COUNT(DISTINCT {key}) FROM instances WHERE {where}", params)[0][0]
 
     def instances(self, query: Query) -> Iterator[StoredInstance]:
         where, params = self._where(query)
-        rows = self._conn().execute(
+        rows = self._read(
             "SELECT sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, transfer_syntax_uid, size"
             f" FROM instances WHERE {where} ORDER BY study_instance_uid, series_instance_uid, sop_instance_uid",
             params,
-        ).fetchall()
+        )
         for row in rows:
             yield StoredInstance(*row)
 
     def open_original(self, sop_instance_uid: str) -> BinaryIO:
-        row = self._conn().execute(
+        rows = self._read(
             "SELECT i.blob_path, o.data FROM instances AS i LEFT JOIN originals AS o ON o.instance_id = i.id"
             " WHERE i.sop_instance_uid = ?",
             (sop_instance_uid,),
-        ).fetchone()
-        if row is None:
+        )
+        if not rows:
             raise KeyError(sop_instance_uid)
-        blob_path, data = row
+        blob_path, data = rows[0]
         return io.BytesIO(data) if blob_path is None else open(self.data_dir / blob_path, "rb")
 
     def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT doc FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self._read("SELECT doc FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+        return json.loads(rows[0][0]) if rows else None
 
     def storage_of(self, sop_instance_uid: str) -> str:
         """'inline' or 'file': where the original bytes of an instance are (for tests and diagnostics)."""
-        row = self._conn().execute("SELECT blob_path FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT blob_path FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+        if not rows:
             raise KeyError(sop_instance_uid)
-        return "inline" if row[0] is None else "file"
+        return "inline" if rows[0][0] is None else "file"
 
     def superseded_versions(self, sop_instance_uid: str) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
+        rows = self._read(
             "SELECT sha256, reason, at FROM superseded WHERE sop_instance_uid = ? ORDER BY id", (sop_instance_uid,)
-        ).fetchall()
+        )
         return [{"sha256": s, "reason": r, "at": a} for s, r, a in rows]
 
     # --------------------------------------------------------------------------------------------- peers
 
     def put_peer(self, aet: str, host: str, port: int) -> None:
         with self._write_lock:
-            self._conn().execute(
+            self._writer.execute(
                 "INSERT INTO peers (aet, host, port) VALUES (?, ?, ?) "
                 "ON CONFLICT(aet) DO UPDATE SET host = excluded.host, port = excluded.port",
                 (aet, host, port),
             )
 
     def get_peer(self, aet: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT aet, host, port FROM peers WHERE aet = ?", (aet,)).fetchone()
-        return {"aet": row[0], "host": row[1], "port": row[2]} if row else None
+        rows = self._read("SELECT aet, host, port FROM peers WHERE aet = ?", (aet,))
+        return {"aet": rows[0][0], "host": rows[0][1], "port": rows[0][2]} if rows else None
 
     def list_peers(self) -> list[dict[str, Any]]:
-        rows = self._conn().execute("SELECT aet, host, port FROM peers ORDER BY aet").fetchall()
+        rows = self._read("SELECT aet, host, port FROM peers ORDER BY aet")
         return [{"aet": a, "host": h, "port": p} for a, h, p in rows]
 
     def remove_peer(self, aet: str) -> bool:
         with self._write_lock:
-            return self._conn().execute("DELETE FROM peers WHERE aet = ?", (aet,)).rowcount > 0
+            return self._writer.execute("DELETE FROM peers WHERE aet = ?", (aet,)).rowcount > 0
