@@ -173,7 +173,7 @@ class MongoBackend(Backend):
         try:
             client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
                                  appname="dopamine")
-        except PyMongoError as exc:
+        except (PyMongoError, ValueError) as exc:  # pymongo raises both for a malformed URI
             raise MongoUnavailable(f"invalid MongoDB URI {shown}: {exc}") from None
         try:
             client.admin.command("ping")
