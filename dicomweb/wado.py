@@ -1,0 +1,279 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, bulk data, frames, rendered pictures and thumbnails.
+
+Instances stream from their originals in chunks: a study of any size goes out in constant memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from dopamine_py.document import tag_key
+from dopamine_py.storage.base import StoredInstance
+
+from .errors import BadRequest, NotAcceptable, NotFound
+from .json_model import dumps, to_wire
+from .media import MediaRange, accept_of, choose
+from .multipart import MultipartWriter
+from .pixels import PIXEL_DATA, FrameSource, PixelError, can_decode, can_transcode, transcode
+from .render import RENDERED_TYPES, THUMBNAIL_SIZE, RenderOptions, render
+from .resources import Target, base_url, instance_url
+from .xml_model import to_xml
+
+log = logging.getLogger("dopamine.dicomweb")
+
+CHUNK = 1 << 20
+STORED = "*"  # as stored, without transcoding
+AVAILABLE_TRANSFER_SYNTAX = 0x00083002
+
+
+# ------------------------------------------------------------------------------------------- instances
+
+
+def dicom_transfer_syntaxes(accepted: list[MediaRange]) -> list[str]:
+    """The transfer syntaxes the client takes for DICOM instances, most preferred first ("*": as stored).
+
+    Without a transfer-syntax parameter we send what is stored (as Orthanc does), where PS3.18 would
+    have Explicit VR Little Endian; the conformance statement says so.
+    """
+    wanted: list[str] = []
+    for r in accepted:
+        if r.type == "multipart/related" and (r.related_type in (None, "application/dicom", "*/*")):
+            wanted.append(r.transfer_syntax or STORED)
+        elif r.type == "*/*":
+            wanted.append(STORED)
+    if not wanted:
+        raise NotAcceptable('instances are available as multipart/related; type="application/dicom" '
+                            f"(asked for: {', '.join(map(str, accepted))})")
+    return wanted
+
+
+def retrieve_instances(archive, request: Request) -> Response:
+    target = Target.from_path(request.path_params)
+    wanted = dicom_transfer_syntaxes(accept_of(request))
+    instances = target.instances(archive)
+    plan: list[tuple[StoredInstance, str]] = []
+    for inst in instances:
+        ts = next((w for w in wanted if can_transcode(inst.transfer_syntax_uid, w)), None)
+        if ts is None:
+            raise NotAcceptable(f"instance {inst.sop_instance_uid} is stored in {inst.transfer_syntax_uid} and cannot "
+                                f"be sent in {', '.join(wanted)} (available: as stored, or uncompressed "
+                                "1.2.840.10008.1.2.1 / 1.2.840.10008.1.2 when its pixel data can be decoded)")
+        plan.append((inst, inst.transfer_syntax_uid if ts == STORED else ts))
+    writer = MultipartWriter("application/dicom")
+
+    def body() -> Iterator[bytes]:
+        for inst, ts in plan:
+            try:
+                with archive.open_original(inst.sop_instance_uid) as f:
+                    chunks = _chunks(f) if ts == inst.transfer_syntax_uid else iter([transcode(f, ts)])
+                    yield from writer.part(f"application/dicom; transfer-syntax={ts}", chunks)
+            except (KeyError, OSError) as exc:
+                # The status line is gone already: leave the instance out and say so in the log.
+                log.error("WADO-RS: cannot read %s: %s", inst.sop_instance_uid, exc)
+        yield writer.close()
+
+    return StreamingResponse(body(), headers={"Content-Type": writer.content_type})
+
+
+def _chunks(f) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK):
+        yield chunk
+
+
+# -------------------------------------------------------------------------------------------- metadata
+
+
+def metadata_documents(archive, request: Request, instances: list[StoredInstance]) -> Iterator[dict[str, Any]]:
+    base = base_url(request)
+    for inst in instances:
+        doc = archive.get_document(inst.sop_instance_uid)
+        if doc is None:
+            continue
+        url = instance_url(base, inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid)
+        wire = to_wire(doc, lambda path, url=url: f"{url}/bulkdata/{path}")
+        wire[tag_key(AVAILABLE_TRANSFER_SYNTAX)] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
+        if "00080005" in wire:
+            wire["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # DICOM JSON is UTF-8
+        yield dict(sorted(wire.items()))
+
+
+def retrieve_metadata(archive, request: Request) -> Response:
+    target = Target.from_path(request.path_params)
+    as_xml = _metadata_as_xml(accept_of(request))
+    instances = target.instances(archive)
+    documents = metadata_documents(archive, request, instances)
+    if as_xml:
+        writer = MultipartWriter("application/dicom+xml")
+
+        def xml_body() -> Iterator[bytes]:
+            for wire in documents:
+                yield from writer.part("application/dicom+xml", [to_xml(wire)])
+            yield writer.close()
+
+        return StreamingResponse(xml_body(), headers={"Content-Type": writer.content_type})
+
+    def json_body() -> Iterator[bytes]:
+        yield b"["
+        for n, wire in enumerate(documents):
+            yield (b"," if n else b"") + dumps(wire)
+        yield b"]"
+
+    return StreamingResponse(json_body(), headers={"Content-Type": "application/dicom+json"})
+
+
+def _metadata_as_xml(accepted: list[MediaRange]) -> bool:
+    for r in accepted:
+        if r.type == "multipart/related" and r.related_type == "application/dicom+xml":
+            return True
+        if r.covers("application/dicom+json") or r.covers("application/json"):
+            return False
+    raise NotAcceptable('metadata is available as application/dicom+json or multipart/related; '
+                        'type="application/dicom+xml"')
+
+
+# -------------------------------------------------------------------------------------- frames, bulk data
+
+
+def _one_instance(archive, request: Request) -> StoredInstance:
+    return Target.from_path(request.path_params).instances(archive)[0]
+
+
+def parse_frame_list(text: str) -> list[int]:
+    numbers = []
+    for item in text.replace("%2C", ",").split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise BadRequest(f"bad frame list {text!r}: frame numbers are whole numbers from 1, separated by commas")
+        numbers.append(int(item))
+    return numbers
+
+
+def frame_answer(accepted: list[MediaRange], source: FrameSource) -> tuple[str, str, bool]:
+    """(part media type, its transfer syntax, decode?) for the frames of ``source`` the client takes."""
+    stored_type = source.stored_media_type
+    for r in accepted:
+        part_type = r.related_type if r.type == "multipart/related" else r.type
+        part_type = part_type or "*/*"
+        ts = r.transfer_syntax
+        if part_type == "*/*":
+            if ts in (None, "*", source.transfer_syntax) or (source.is_native and ts == "1.2.840.10008.1.2.1"):
+                return stored_type, source.transfer_syntax if not source.is_native else "1.2.840.10008.1.2.1", False
+        if part_type == "application/octet-stream":
+            if not source.is_native and ts == source.transfer_syntax:
+                return "application/octet-stream", source.transfer_syntax, False
+            if ts in (None, "*", "1.2.840.10008.1.2.1") and can_decode(source.transfer_syntax):
+                return "application/octet-stream", "1.2.840.10008.1.2.1", True
+        if not source.is_native and type_matches(part_type, stored_type) and ts in (None, "*", source.transfer_syntax):
+            return stored_type, source.transfer_syntax, False
+    raise NotAcceptable(f"frames of this instance are stored as {stored_type} ({source.transfer_syntax}); they can be "
+                        'sent as such or as multipart/related; type="application/octet-stream" when decodable '
+                        f"(asked for: {', '.join(map(str, accepted))})")
+
+
+def type_matches(pattern: str, media_type: str) -> bool:
+    return pattern == media_type or (pattern.endswith("/*") and media_type.startswith(pattern[:-1]))
+
+
+def retrieve_frames(archive, request: Request) -> Response:
+    inst = _one_instance(archive, request)
+    numbers = parse_frame_list(request.path_params["frames"])
+    accepted = accept_of(request)
+    with archive.open_original(inst.sop_instance_uid) as f:
+        try:
+            source = FrameSource.open(f)
+            for n in numbers:
+                source.check(n)
+        except PixelError as exc:
+            raise NotFound(str(exc)) from None
+        media_type, ts, decode = frame_answer(accepted, source)
+        writer = MultipartWriter(media_type)
+        content_type = f"{media_type}; transfer-syntax={ts}"
+        try:
+            parts = [b"".join(writer.part(content_type, [source.decoded_frame(n) if decode else source.stored_frame(n)]))
+                     for n in numbers]
+        except PixelError as exc:
+            raise NotAcceptable(str(exc)) from None
+    return Response(b"".join(parts) + writer.close(), headers={"Content-Type": writer.content_type})
+
+
+def retrieve_bulkdata(archive, request: Request) -> Response:
+    inst = _one_instance(archive, request)
+    path = [p for p in request.path_params["path"].split("/") if p]
+    accepted = accept_of(request)
+    if not any(r.type in ("*/*", "application/octet-stream") or
+               (r.type == "multipart/related" and r.related_type in (None, "*/*", "application/octet-stream"))
+               for r in accepted):
+        raise NotAcceptable('bulk data is available as multipart/related; type="application/octet-stream"')
+    with archive.open_original(inst.sop_instance_uid) as f:
+        if path == [tag_key(PIXEL_DATA)]:
+            source = FrameSource.open(f)
+            if not source.is_native:
+                # Encapsulated pixel data: one part per frame, in its own media type.
+                writer = MultipartWriter(source.stored_media_type)
+                body = b"".join(b"".join(writer.part(f"{source.stored_media_type}; transfer-syntax={source.transfer_syntax}",
+                                                       [source.stored_frame(n)]))
+                                for n in range(1, source.number_of_frames + 1))
+                return Response(body + writer.close(), headers={"Content-Type": writer.content_type})
+        value = _bulk_value(f, path)
+    writer = MultipartWriter("application/octet-stream")
+    body = b"".join(writer.part("application/octet-stream", [value])) + writer.close()
+    return Response(body, headers={"Content-Type": writer.content_type})
+
+
+def _bulk_value(f, path: list[str]) -> bytes:
+    f.seek(0)
+    ds = dcmread(f)
+    node: Any = ds
+    try:
+        for i, step in enumerate(path):
+            if i % 2:
+                node = node[int(step) - 1]
+            else:
+                node = node[int(step, 16)].value
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise NotFound(f"no bulk data at {'/'.join(path)} in this instance") from None
+    if not isinstance(node, (bytes, bytearray)):
+        raise NotFound(f"{'/'.join(path)} is not a binary value")
+    return bytes(node)
+
+
+# ----------------------------------------------------------------------------------- rendered, thumbnail
+
+
+def _renderable(archive, instances: list[StoredInstance]) -> StoredInstance:
+    """The middle image of the instances (a representative picture of a series or a study)."""
+    images = [i for i in instances if tag_key(PIXEL_DATA) in (archive.get_document(i.sop_instance_uid) or {})]
+    if not images:
+        raise NotAcceptable("nothing to render: no instance here has pixel data")
+    return images[len(images) // 2]
+
+
+def retrieve_rendered(archive, request: Request, thumbnail: bool = False) -> Response:
+    target = Target.from_path(request.path_params)
+    media_type = choose(accept_of(request), RENDERED_TYPES)
+    options = RenderOptions.from_query(request.query_params, THUMBNAIL_SIZE if thumbnail else None)
+    instances = target.instances(archive)
+    inst = instances[0] if target.instance else _renderable(archive, instances)
+    number = 1
+    if "frame" in request.path_params:
+        numbers = parse_frame_list(request.path_params["frame"])
+        if len(numbers) != 1:
+            raise BadRequest("a rendered frame resource names one frame")
+        number = numbers[0]
+    with archive.open_original(inst.sop_instance_uid) as f:
+        try:
+            source = FrameSource.open(f)
+            source.check(number)
+        except PixelError as exc:
+            raise (NotAcceptable if "no Pixel Data" in str(exc) else NotFound)(str(exc)) from None
+        try:
+            picture = render(source, number, media_type, options)
+        except PixelError as exc:
+            raise NotAcceptable(f"cannot render this instance: {exc}") from None
+    return Response(picture, media_type=media_type)
