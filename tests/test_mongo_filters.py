@@ -336,3 +336,70 @@ def test_connect_names_the_uri_when_no_server_answers():
     assert isinstance(caught.value, OSError)
     with pytest.raises(MongoUnavailable, match="invalid MongoDB URI"):
         MongoBackend.connect("mongodb://[bad", "dopamine", [])
+
+
+# --------------------------------------------------------------- originals in GridFS (on the stand-in)
+
+
+def _big_instance(uid: str, fill: int):
+    """A record and original bytes too large to sit inline in a 16 MiB document."""
+    import hashlib
+
+    from dopamine_py.storage.base import InstanceRecord, Original
+
+    data = bytes([fill]) * (17 * 1024 * 1024)
+    record = InstanceRecord(uid, "1.2.840.10008.5.1.4.1.1.4", "1.2.3", "1.2.3.4", "P1", "MR", "1.2.840.10008.1.2.1",
+                            {tag_key(0x00080018): element("UI", uid)}, len(data), hashlib.sha256(data).hexdigest(), "now")
+    return record, Original(data=data)
+
+
+@pytest.fixture
+def standin_backend():
+    from dopamine_py.storage.mongodb import MongoBackend
+
+    client = mongomock.MongoClient()
+    yield MongoBackend(client.db, [])
+    client.close()
+
+
+def _gridfs_files(backend) -> int:
+    return backend.database["originals.files"].count_documents({})
+
+
+def test_store_failing_after_gridfs_upload_leaves_no_orphan_mongomock_standin(standin_backend, monkeypatch):
+    from pymongo.errors import WriteError
+
+    from dopamine_py.storage.base import DuplicatePolicy, StorageFull
+
+    def refuse(document, *args, **kwargs):
+        raise WriteError("No space left on device", code=14031)
+
+    monkeypatch.setattr(standin_backend._instances, "insert_one", refuse)
+    record, original = _big_instance("1.9.1", 1)
+    with pytest.raises(StorageFull, match="1.9.1"):
+        standin_backend.put(record, original, DuplicatePolicy.KEEP_FIRST)
+    assert _gridfs_files(standin_backend) == 0
+    assert standin_backend.database["originals.chunks"].count_documents({}) == 0
+    assert standin_backend.get_document("1.9.1") is None
+
+
+def test_store_duplicates_of_gridfs_originals_keep_every_version_mongomock_standin(standin_backend):
+    from dopamine_py.storage.base import DuplicatePolicy, PutOutcome
+
+    first, first_bytes = _big_instance("1.9.2", 1)
+    second, second_bytes = _big_instance("1.9.2", 2)
+    third, third_bytes = _big_instance("1.9.2", 3)
+    assert standin_backend.put(first, first_bytes, DuplicatePolicy.REPLACE) == PutOutcome.STORED
+    assert standin_backend.storage_of("1.9.2") == "gridfs"
+    assert standin_backend.put(first, first_bytes, DuplicatePolicy.REPLACE) == PutOutcome.IDENTICAL_DUPLICATE
+    assert _gridfs_files(standin_backend) == 1  # nothing uploaded for an identical copy
+    assert standin_backend.put(second, second_bytes, DuplicatePolicy.REJECT) == PutOutcome.REJECTED_DUPLICATE
+    assert _gridfs_files(standin_backend) == 1
+    assert standin_backend.put(second, second_bytes, DuplicatePolicy.REPLACE) == PutOutcome.REPLACED
+    assert standin_backend.put(third, third_bytes, DuplicatePolicy.KEEP_FIRST) == PutOutcome.KEPT_FIRST
+    with standin_backend.open_original("1.9.2") as f:
+        assert f.read() == second_bytes.data
+    versions = standin_backend.superseded_versions("1.9.2")
+    assert [v["sha256"] for v in versions] == [first.sha256, third.sha256]
+    assert [v["reason"] for v in versions] == ["replaced by a newer version (replace)", "duplicate kept aside (keep-first)"]
+    assert _gridfs_files(standin_backend) == 3  # the current version and the two kept aside
