@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..document import NUMBER_VRS, PN_GROUPS, single_valued, tag_key
+from ..document import PN_GROUPS, single_valued, tag_key
 from ..matching import (
     UPPER_BOUND_PAD,
     AnyOf,

@@ -32,7 +32,6 @@ from pymongo.errors import (
     ConnectionFailure,
     DocumentTooLarge,
     DuplicateKeyError,
-    OperationFailure,
     PyMongoError,
     WriteConcernError,
 )
@@ -336,9 +335,13 @@ class MongoBackend(Backend):
             }},
             {"$sort": {"_id": 1}},
         ]
-        if offset:
+        # As SQLite reads LIMIT and OFFSET: a negative limit means none, a negative offset is 0;
+        # MongoDB refuses those values, and a $limit of 0.
+        if limit == 0:
+            return []
+        if offset > 0:
             pipeline.append({"$skip": offset})
-        if limit is not None:
+        if limit is not None and limit > 0:
             pipeline.append({"$limit": limit})
         groups = list(self._instances.aggregate(pipeline, allowDiskUse=True))
         documents = self._documents([g["first"] for g in groups])
