@@ -403,3 +403,23 @@ def test_store_duplicates_of_gridfs_originals_keep_every_version_mongomock_stand
     assert [v["sha256"] for v in versions] == [first.sha256, third.sha256]
     assert [v["reason"] for v in versions] == ["replaced by a newer version (replace)", "duplicate kept aside (keep-first)"]
     assert _gridfs_files(standin_backend) == 3  # the current version and the two kept aside
+
+
+def test_store_unconfirmed_by_the_majority_keeps_the_gridfs_file_it_names_mongomock_standin(standin_backend, monkeypatch):
+    """A write concern error may follow an applied write: the original it names must stay."""
+    from pymongo.errors import WriteConcernError
+
+    from dopamine_py.storage.base import DuplicatePolicy
+
+    insert = standin_backend._instances.insert_one
+
+    def applied_then_unconfirmed(document, *args, **kwargs):
+        insert(document)
+        raise WriteConcernError("waiting for replication timed out", code=64)
+
+    monkeypatch.setattr(standin_backend._instances, "insert_one", applied_then_unconfirmed)
+    record, original = _big_instance("1.9.3", 1)
+    with pytest.raises(OSError, match="majority"):
+        standin_backend.put(record, original, DuplicatePolicy.KEEP_FIRST)
+    with standin_backend.open_original("1.9.3") as f:
+        assert f.read() == original.data

@@ -249,13 +249,20 @@ class MongoBackend(Backend):
         return {"gridfs_id": file_id}
 
     def _discard(self, placed: dict[str, Any], uid: str) -> None:
+        """Delete a GridFS file no document names, so that a failed store leaves no orphan.
+
+        A write that failed on its write concern (or lost its connection) may still have been applied:
+        the file is kept whenever a document refers to it, as an orphan is better than a dangling reference.
+        """
         file_id = placed.get("gridfs_id")
         if file_id is None:
             return
         try:
-            self._bucket.delete(file_id)
-        except PyMongoError as exc:  # the original failure matters more; say what is left behind
-            log.error("could not delete GridFS file %s of %s after a failed store: %s", file_id, uid, exc)
+            if (self._instances.find_one({"_id": uid, "gridfs_id": file_id}, {"_id": 1}) is None
+                    and self._superseded.find_one({"sop_instance_uid": uid, "gridfs_id": file_id}, {"_id": 1}) is None):
+                self._bucket.delete(file_id)
+        except PyMongoError as exc:  # the original failure matters more; say what may be left behind
+            log.error("GridFS file %s of %s may be left unreferenced after a failed store: %s", file_id, uid, exc)
 
     def _next_seq(self) -> int:
         counter = self._counters.find_one_and_update(
