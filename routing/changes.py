@@ -1,0 +1,147 @@
+"""What a rule did to a data set: attributes added, changed and removed, with old and new values.
+
+Computed by comparing flat snapshots (one entry per attribute, sequence items included) taken before
+and after each rule that can modify the data set, so every change is attributed to the rule that made
+it, whatever action did it. A snapshot holds the element objects, not their decoded values: an element
+no action touched is the very same object afterwards, and only the others are decoded and compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset
+
+from .copying import element_store, is_sequence, vr_of
+from .paths import describe
+
+SHOWN_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str  # "PatientName", "ReferencedSeriesSequence[0].SeriesInstanceUID", "(0029,1010)"
+    tag: int
+    kind: str  # "added" | "changed" | "removed"
+    old: str | None
+    new: str | None
+    rule: str | int
+
+    def __str__(self) -> str:
+        if self.kind == "added":
+            return f"+ {self.path} = {self.new}"
+        if self.kind == "removed":
+            return f"- {self.path} (was {self.old})"
+        return f"~ {self.path}: {self.old} -> {self.new}"
+
+
+# key: (tag, item index, tag, ...) -> (element, its value object or item count, containing data set)
+Snapshot = dict[tuple[int, ...], tuple[Any, Any, Dataset]]
+
+
+def snapshot(ds: Dataset, prefix: tuple[int, ...] = (), out: Snapshot | None = None) -> Snapshot:
+    out = {} if out is None else out
+    for tag, element in list(element_store(ds).items()):
+        key = prefix + (int(tag),)
+        if isinstance(element, RawDataElement) and vr_of(tag, element) == "SQ":
+            element = ds[tag]  # decode the sequence (of the engine's own copy) to see its items
+        if is_sequence(element):
+            items = element.value or []
+            out[key] = (element, len(items), ds)
+            for index, item in enumerate(items):
+                snapshot(item, key + (index,), out)
+        elif isinstance(element, DataElement):
+            out[key] = (element, element.value, ds)
+        else:
+            out[key] = (element, None, ds)
+    return out
+
+
+def _decoded(entry: tuple[Any, Any, Dataset]) -> tuple[str, Any]:
+    """(VR, comparable value) of a snapshot entry, decoding a raw element if needed."""
+    element, value, ds = entry
+    if isinstance(element, RawDataElement):
+        element = convert_raw_data_element(element, ds=ds)
+        value = element.value
+    if element.VR == "SQ":
+        return "SQ", len(element.value or []) if isinstance(value, (list, tuple)) or value is None else value
+    return element.VR, _comparable(value)
+
+
+def _comparable(value: Any) -> Any:
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, (bytes, bytearray, str, int, float)):
+        return value
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return tuple(_comparable(v) for v in value)
+    return str(value)
+
+
+def _show(vr: str, value: Any) -> str:
+    if vr == "SQ":
+        return f"<sequence of {value} item{'s' if value != 1 else ''}>"
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{vr} {len(value)} bytes>" if len(value) > SHOWN_BYTES else value.hex()
+    if isinstance(value, tuple):
+        return "\\".join("" if v is None else str(v) for v in value)
+    return str(value)
+
+
+def path_text(key: tuple[int, ...]) -> str:
+    parts = []
+    for position, number in enumerate(key):
+        if position % 2 == 0:
+            parts.append(("." if parts else "") + describe(number))
+        else:
+            parts.append(f"[{number}]")
+    return "".join(parts)
+
+
+def _same(before: tuple[Any, Any, Dataset], after: tuple[Any, Any, Dataset]) -> bool:
+    return before[0] is after[0] and (before[1] is after[1] or before[1] == after[1])
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A difference found by identity; decoded into a Change only when someone asks for it."""
+
+    key: tuple[int, ...]
+    before: tuple[Any, Any, Dataset] | None
+    after: tuple[Any, Any, Dataset] | None
+    rule: str | int
+
+    def resolve(self) -> Change | None:
+        path, tag = path_text(self.key), self.key[-1]
+        if self.after is None:
+            vr, value = _decoded(self.before)
+            return Change(path, tag, "removed", _show(vr, value), None, self.rule)
+        if self.before is None:
+            vr, value = _decoded(self.after)
+            return Change(path, tag, "added", None, _show(vr, value), self.rule)
+        old_vr, old_value = _decoded(self.before)
+        new_vr, new_value = _decoded(self.after)
+        if (old_vr, old_value) == (new_vr, new_value):
+            return None  # decoded or rewritten, but to the same value
+        return Change(path, tag, "changed", _show(old_vr, old_value), _show(new_vr, new_value), self.rule)
+
+
+def diff(before: Snapshot, after: Snapshot, rule: str | int) -> list[PendingChange]:
+    """The candidate changes between two snapshots, cheap to compute: nothing is decoded here."""
+    pending = []
+    for key, entry in before.items():
+        new = after.get(key)
+        if new is None or not _same(entry, new):
+            pending.append(PendingChange(key, entry, new, rule))
+    for key, entry in after.items():
+        if key not in before:
+            pending.append(PendingChange(key, None, entry, rule))
+    return pending
+
+
+def resolve_all(pending: list[PendingChange]) -> list[Change]:
+    return [change for change in (p.resolve() for p in pending) if change is not None]

@@ -1,0 +1,56 @@
+"""A copy of a data set that costs little: the engine must never touch the caller's data set, and a
+deep copy of every element (pixel data included) would cost more than all the rules together.
+
+Elements still in their raw, undecoded form are immutable and shared; decoded elements are copied
+shallowly (actions always assign a new value, never edit a value in place); sequences are copied item by
+item. This reads pydicom's element store (``Dataset._dict``) directly, pydicom 3's layout.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+
+def element_store(ds: Dataset) -> dict:
+    """tag -> DataElement or RawDataElement, without decoding anything."""
+    return ds._dict
+
+
+def is_sequence(element: DataElement | RawDataElement) -> bool:
+    return isinstance(element, DataElement) and element.VR == "SQ"
+
+
+def cheap_copy(ds: Dataset) -> Dataset:
+    new = copy.copy(ds)
+    store = {}
+    for tag, element in element_store(ds).items():
+        if isinstance(element, RawDataElement):
+            store[tag] = element
+        elif element.VR == "SQ":
+            copied = copy.copy(element)
+            copied._value = Sequence([cheap_copy(item) for item in element.value or []])
+            store[tag] = copied
+        else:
+            store[tag] = copy.copy(element)
+    new._dict = store
+    new._private_blocks = {}
+    if getattr(ds, "_pixel_array", None) is not None:
+        new._pixel_array = None
+        new._pixel_id = {}
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        new.file_meta = copy.deepcopy(meta)
+    return new
+
+
+def vr_of(tag: int, element: DataElement | RawDataElement) -> str:
+    """The VR of an element without decoding it (implicit VR raw elements: the dictionary's)."""
+    if element.VR:
+        return element.VR
+    from dopamine_py.document import vr_for_tag
+
+    return vr_for_tag(int(tag)) or "UN"

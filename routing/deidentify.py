@@ -1,0 +1,363 @@
+"""``<Deidentify profile="basic">``: PS3.15 Annex E Basic Application Level Confidentiality Profile.
+
+The action of every attribute comes from Table E.1-1 as shipped in rules/ps3.15-basic-profile.json
+(generated from the standard by routing/generate_profile.py). Choices the table leaves to the
+implementer, made here once:
+
+- Compound codes. X/Z becomes Z and X/D, X/Z/D, Z/D become D: we do not know which IOD requires what,
+  and an empty or dummy value hides as much as a removed one while keeping Type 1 and 2 attributes
+  present, so the result stays as valid as the input. X/Z/U* (sequences of references) keeps the
+  sequence and replaces the UIDs inside it.
+- Options. When several chosen options name an attribute, K (retain) wins over C (clean), and any option
+  wins over the basic action. Full and modified longitudinal dates cannot both be chosen.
+- D. A dummy of the element's VR; for Patient ID and Patient's Name a keyed pseudonym instead (so a
+  subject's studies stay together in the archive), or whatever an earlier Pseudonymize set. A sequence
+  with D keeps its items, de-identified by the profile, and free text in them (Text Value, Unformatted
+  Text Value) becomes a dummy.
+- C. Dates are shifted by the per-subject keyed offset (the same one ShiftDates uses), times kept; free
+  text has the data set's own identifiers (names, IDs, birth date, accession number) cut out; sequences
+  are kept and de-identified item by item; overlay and curve bitmaps are kept as they are.
+- U. The keyed 2.25 mapping of ReplaceUIDs, so references between instances survive.
+- Private attributes are removed; with retainSafePrivate, the blocks of the creators listed in <Keep>
+  children are kept (the standard's list of safe private attributes is not shipped).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from . import keyed
+from .actions import (
+    Action,
+    LONGITUDINAL_TEMPORAL,
+    map_uid_value,
+    parse_da,  # noqa: F401  (re-exported for tests of date handling)
+    remove_private,
+    shift_da,
+    shift_dt,
+    sync_media_storage_uid,
+)
+from .context import Context
+from .copying import element_store, vr_of
+from .errors import ActionFailed
+from .paths import describe
+from .schema import RULES_DIR
+from .values import element_texts, set_value
+
+PROFILE_PATH = RULES_DIR / "ps3.15-basic-profile.json"
+
+OPTIONS = (
+    "retainSafePrivate",
+    "retainUIDs",
+    "retainDeviceIdentity",
+    "retainInstitutionIdentity",
+    "retainPatientCharacteristics",
+    "retainLongitudinalFullDates",
+    "retainLongitudinalModifiedDates",
+    "cleanDescriptors",
+    "cleanStructuredContent",
+    "cleanGraphics",
+)
+
+# CID 7050 De-identification Method (coding scheme DCM).
+METHOD_CODES = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "cleanGraphics": ("113103", "Clean Graphics Option"),
+    "cleanStructuredContent": ("113104", "Clean Structured Content Option"),
+    "cleanDescriptors": ("113105", "Clean Descriptors Option"),
+    "retainLongitudinalFullDates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retainLongitudinalModifiedDates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "retainPatientCharacteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retainDeviceIdentity": ("113109", "Retain Device Identity Option"),
+    "retainUIDs": ("113110", "Retain UIDs Option"),
+    "retainSafePrivate": ("113111", "Retain Safe Private Option"),
+    "retainInstitutionIdentity": ("113112", "Retain Institution Identity Option"),
+}
+
+RESOLVED_COMPOUND = {"X/Z": "Z", "X/D": "D", "X/Z/D": "D", "Z/D": "D", "X/Z/U*": "U*"}
+
+DUMMY_TEXT = "ANONYMIZED"
+DUMMIES = {
+    "AE": DUMMY_TEXT, "AS": "000Y", "CS": DUMMY_TEXT, "DA": "19000101", "DT": "19000101000000",
+    "TM": "000000", "LO": DUMMY_TEXT, "LT": DUMMY_TEXT, "SH": DUMMY_TEXT, "ST": DUMMY_TEXT,
+    "UC": DUMMY_TEXT, "UT": DUMMY_TEXT, "PN": DUMMY_TEXT, "UR": "urn:x-anonymized", "IS": "0", "DS": "0",
+}
+BINARY_DUMMY = b"\x00\x00"
+FREE_TEXT = frozenset({0x0040A160, 0x00700006})  # Text Value, Unformatted Text Value
+PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
+CURVE_GROUPS = range(0x5000, 0x5100)
+OVERLAY_GROUPS = range(0x6000, 0x6100)
+
+
+@dataclass(frozen=True)
+class ProfileTable:
+    edition: str
+    rows: tuple[dict, ...]
+    exact: dict[int, dict]
+    curve: dict
+    overlay: dict[int, dict]  # element number (0x3000, 0x4000) -> row
+    private: dict
+
+
+@lru_cache(maxsize=1)
+def load_table(path: Path = PROFILE_PATH) -> ProfileTable:
+    data = json.loads(path.read_text("utf-8"))
+    exact, overlay, curve, private = {}, {}, None, None
+    for row in data["rows"]:
+        tag = row["tag"].upper()
+        if re.fullmatch(r"\([0-9A-F]{4},[0-9A-F]{4}\)", tag):
+            exact[int(tag[1:5] + tag[6:10], 16)] = row
+        elif tag == "(50XX,XXXX)":
+            curve = row
+        elif re.fullmatch(r"\(60XX,[0-9A-F]{4}\)", tag):
+            overlay[int(tag[6:10], 16)] = row
+        elif "ODD" in tag:
+            private = row
+        else:
+            raise ValueError(f"{path}: row {row['tag']} has a tag pattern this code does not know")
+    if curve is None or private is None:
+        raise ValueError(f"{path}: the curve and private attribute rows are missing")
+    return ProfileTable(data["edition"], tuple(data["rows"]), exact, curve, overlay, private)
+
+
+def resolve_code(row: dict, options: frozenset[str]) -> str:
+    """The single action (X, Z, D, U, U*, K, C) for a row under the chosen options."""
+    chosen = [row[o] for o in options if o in row]
+    if "K" in chosen:
+        return "K"
+    if "C" in chosen:
+        return "C"
+    return RESOLVED_COMPOUND.get(row["basic"], row["basic"])
+
+
+@dataclass
+class Plan:
+    """The profile resolved for one set of options: what to do with each tag."""
+
+    exact: dict[int, str]
+    curve: str
+    overlay: dict[int, str]
+    private: str
+
+
+@lru_cache(maxsize=64)
+def plan_for(options: frozenset[str]) -> Plan:
+    table = load_table()
+    return Plan(
+        {tag: resolve_code(row, options) for tag, row in table.exact.items()},
+        resolve_code(table.curve, options),
+        {elem: resolve_code(row, options) for elem, row in table.overlay.items()},
+        resolve_code(table.private, options),
+    )
+
+
+def code_for(plan: Plan, tag: int) -> str | None:
+    group, elem = tag >> 16, tag & 0xFFFF
+    if group in CURVE_GROUPS and group % 2 == 0:
+        return plan.curve
+    if group in OVERLAY_GROUPS and group % 2 == 0 and elem in plan.overlay:
+        return plan.overlay[elem]
+    return plan.exact.get(tag)
+
+
+@dataclass
+class Deidentify(Action):
+    options: frozenset[str] = frozenset()
+    safe_private_creators: frozenset[str] = frozenset()
+    secret: str = keyed.DEFAULT_SECRET
+    max_days: int = 365
+    name = "Deidentify"
+
+    def apply(self, ctx: Context) -> None:
+        run = _Run(self, ctx, plan_for(self.options))
+        run.execute()
+
+
+@dataclass
+class _Run:
+    """One de-identification of one data set."""
+
+    action: Deidentify
+    ctx: Context
+    plan: Plan
+    _key: bytes | None = None
+    _offset: int | None = None
+    _identifiers: re.Pattern | None = field(default=None)
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = keyed.secret_bytes(self.ctx.secrets, self.action.secret, "Deidentify")
+        return self._key
+
+    def execute(self) -> None:
+        ds = self.ctx.ds
+        options = self.action.options
+        self.original_patient_id = _text(ds, PATIENT_ID)
+        if "retainLongitudinalModifiedDates" in options:
+            if not self.original_patient_id:
+                raise ActionFailed("PatientID is missing or empty: the date offset is derived from it")
+            self._offset = keyed.date_offset_days(self.key, self.original_patient_id, self.action.max_days)
+        if options & {"cleanDescriptors", "cleanStructuredContent", "cleanGraphics",
+                      "retainPatientCharacteristics", "retainDeviceIdentity"}:
+            self._identifiers = identifier_pattern(ds)
+        keep = self.action.safe_private_creators if "retainSafePrivate" in options else frozenset()
+        remove_private(ds, keep)
+        self.process(ds, top=True, free_text=None)
+        if "retainUIDs" not in options:
+            sync_media_storage_uid(ds)
+        self.record(ds)
+
+    # ---------------------------------------------------------------------------------- walking
+
+    def process(self, ds: Dataset, top: bool, free_text: str | None) -> None:
+        """Apply the plan to one data set or item. ``free_text`` is the treatment of Text Value and
+        Unformatted Text Value inside a sequence that was dummied ("D") or cleaned ("C").
+
+        Works from the tags, so an element the profile keeps is never decoded."""
+        for tag, raw in list(element_store(ds).items()):
+            tag = int(tag)
+            code = code_for(self.plan, tag)
+            if code is None and (tag >> 16) % 2 == 1:
+                code = "K"  # a private element that survived remove_private: a kept safe block
+            if code is None and free_text and tag in FREE_TEXT:
+                code = free_text
+            if code is None or code == "K":
+                if vr_of(tag, raw) == "SQ":
+                    self.items(ds[tag], free_text)
+                continue
+            if top and tag in (PATIENT_ID, PATIENT_NAME) and code in ("D", "Z") and self.ctx.pseudonymized:
+                continue  # an earlier Pseudonymize already replaced it with a non-identifying value
+            if code == "X":
+                del ds[tag]  # without decoding it first
+                continue
+            try:
+                self.treat(ds, ds[tag], code, top, free_text)
+            except ActionFailed as exc:
+                raise ActionFailed(f"{describe(tag)}: {exc}") from None
+
+    def items(self, element, free_text: str | None) -> None:
+        for item in element.value or []:
+            self.process(item, top=False, free_text=free_text)
+
+    def treat(self, ds: Dataset, element, code: str, top: bool, free_text: str | None) -> None:
+        tag, vr = int(element.tag), element.VR
+        if code == "X":
+            del ds[tag]
+        elif code == "Z":
+            element.value = Sequence() if vr == "SQ" else None
+        elif code in ("U", "U*"):
+            if vr == "SQ":
+                self.items(element, free_text)
+            elif vr == "UI":
+                map_uid_value(element, self.key)
+            else:
+                element.value = None  # a non-UID attribute the table marks U: nothing to map, so empty
+        elif code == "D":
+            self.dummy(element, top)
+        elif code == "C":
+            self.clean(element)
+        else:
+            raise ActionFailed(f"profile action {code!r} is not known")
+
+    def dummy(self, element, top: bool) -> None:
+        tag, vr = int(element.tag), element.VR
+        if vr == "SQ":
+            self.items(element, "D")
+        elif vr == "UI":
+            if element_texts(element):
+                map_uid_value(element, self.key)
+            else:
+                element.value = keyed.replacement_uid(self.key, f"dummy:{tag:08X}")
+        elif top and tag in (PATIENT_ID, PATIENT_NAME) and self.original_patient_id:
+            element.value = keyed.pseudonym(self.key, self.original_patient_id, "ANON-", 10)
+        elif vr in DUMMIES:
+            element.value = DUMMIES[vr]
+        elif vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
+            element.value = 0
+        else:  # OB, OW, UN and the other binary VRs
+            element.value = BINARY_DUMMY
+
+    def clean(self, element) -> None:
+        vr = element.VR
+        if vr == "SQ":
+            self.items(element, "C")
+            return
+        texts = element_texts(element)
+        if not texts:
+            return
+        if vr in ("DA", "DT") and self._offset is not None:
+            shift = shift_da if vr == "DA" else shift_dt
+            element.value = "\\".join(shift(t, self._offset) if t.strip() else t for t in texts)
+        elif vr in ("DA", "DT", "TM"):
+            return  # a time keeps its value: dates move by whole days
+        elif vr == "UI":
+            map_uid_value(element, self.key)
+        elif vr in DUMMIES and self._identifiers is not None:
+            cleaned = [scrub(t, self._identifiers) for t in texts]
+            if cleaned != texts:
+                element.value = cleaned[0] if len(cleaned) == 1 else cleaned
+        # binary values (overlay, curve data) are kept: their cleaning is a person's job
+
+    # ---------------------------------------------------------------------------------- record
+
+    def record(self, ds: Dataset) -> None:
+        options = self.action.options
+        edition = load_table().edition
+        set_value(ds, 0x00120062, "YES", "CS")  # Patient Identity Removed
+        methods = [f"PS3.15 {edition} Basic Application Confidentiality Profile"]
+        methods += [METHOD_CODES[o][1] for o in OPTIONS if o in options]
+        ds.add_new(0x00120063, "LO", [m[:64] for m in methods] if len(methods) > 1 else methods[0][:64])
+        items = []
+        for name in ("basic",) + tuple(o for o in OPTIONS if o in options):
+            value, meaning = METHOD_CODES[name]
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        ds.add_new(0x00120064, "SQ", Sequence(items))
+        if "retainLongitudinalFullDates" in options:
+            temporal = "UNMODIFIED"
+        elif "retainLongitudinalModifiedDates" in options:
+            temporal = "MODIFIED"
+        else:
+            temporal = "REMOVED"
+        set_value(ds, LONGITUDINAL_TEMPORAL, temporal, "CS")
+
+
+def _text(ds: Dataset, tag: int) -> str | None:
+    if tag not in ds:
+        return None
+    texts = element_texts(ds[tag])
+    return texts[0].strip() if texts and texts[0].strip() else None
+
+
+IDENTIFYING = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050,
+               0x00080090, 0x00081050, 0x00081060, 0x00081070, 0x00101040, 0x00102154)
+
+
+def identifier_pattern(ds: Dataset) -> re.Pattern | None:
+    """A pattern of the identifying words this data set itself carries (names, IDs, birth date...)."""
+    words: set[str] = set()
+    for tag in IDENTIFYING:
+        if tag not in ds:
+            continue
+        for text in element_texts(ds[tag]):
+            words.add(text.strip())
+            words.update(w for w in re.split(r"[\^=\s,]+", text) if len(w) >= 2)
+    words.discard("")
+    if not words:
+        return None
+    alternatives = sorted(words, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in alternatives) + r")\b", re.IGNORECASE)
+
+
+def scrub(text: str, pattern: re.Pattern) -> str:
+    return re.sub(r"\s{2,}", " ", pattern.sub("", text)).strip()
