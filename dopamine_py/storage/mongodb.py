@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO, Iterator
 
 import gridfs
+import pymongo
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.database import Database
@@ -170,12 +171,14 @@ class MongoBackend(Backend):
         """A backend on the server at ``uri``; MongoUnavailable when it does not answer in time."""
         shown = redact_uri(uri)
         try:
-            client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-                                 appname="dopamine")
+            # Default selection timeout (30 s) for the archive's own operations, so that they ride out an
+            # election; only the first ping is held to ``timeout_ms``.
+            client = MongoClient(uri, connectTimeoutMS=timeout_ms, appname="dopamine")
         except (PyMongoError, ValueError) as exc:  # pymongo raises both for a malformed URI
             raise MongoUnavailable(f"invalid MongoDB URI {shown}: {exc}") from None
         try:
-            client.admin.command("ping")
+            with pymongo.timeout(timeout_ms / 1000):
+                client.admin.command("ping")
             backend = cls(client[database], indexed_attributes)
         except ConnectionFailure as exc:
             client.close()
