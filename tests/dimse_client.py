@@ -185,6 +185,64 @@ def synthesize(
     return path
 
 
+def send_file(server, path: Path, sop_class: str | None = None, transfer_syntax: str | None = None,
+              calling_aet: str = "PYNETDICOM") -> Dataset | None:
+    """C-STORE the data set of ``path`` byte for byte, on a context for ``sop_class`` (default: the file's
+    own); the response status data set (None when the association broke)."""
+    from pynetdicom import AE, _config
+
+    # Send the file's encoded data set as it is, instead of decoding and re-encoding it.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    meta = dcmread(path, stop_before_pixels=True).file_meta
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(sop_class or meta.MediaStorageSOPClassUID, transfer_syntax or meta.TransferSyntaxUID)
+    assoc = ae.associate(server.host, server.dimse_port, ae_title=server.aet)
+    if not assoc.is_established:
+        raise AssertionError(f"the archive refused the association for {path.name}")
+    try:
+        status = assoc.send_c_store(path)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return status or None
+
+
+def c_get(server, keys: dict[str, str], sop_classes: list[str],
+          transfer_syntax: str = ExplicitVRLittleEndian) -> tuple[dict[str, bytes], int | None]:
+    """C-GET with pynetdicom, offering one transfer syntax for storage; the data set bytes received as
+    they came off the wire, by SOP Instance UID, and the final status."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    received: dict[str, bytes] = {}
+
+    def on_store(event):
+        raw = event.request.DataSet.getvalue()
+        received[str(event.request.AffectedSOPInstanceUID)] = raw
+        return 0x0000
+
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    for sop_class in sop_classes:
+        ae.add_requested_context(sop_class, transfer_syntax)
+    roles = [build_role(sop_class, scp_role=True) for sop_class in sop_classes]
+    assoc = ae.associate(server.host, server.dimse_port, ae_title=server.aet, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    if not assoc.is_established:
+        raise AssertionError("the archive refused the C-GET association")
+    identifier = Dataset()
+    for key, value in keys.items():
+        setattr(identifier, key, value)
+    final = None
+    try:
+        for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+            if status and status.Status not in (0xFF00, 0xFF01):
+                final = status.Status
+    finally:
+        assoc.release()
+    return received, final
+
+
 # --------------------------------------------------------------------------------- streaming SCU program
 
 
@@ -194,8 +252,9 @@ def stream(host: str, port: int, aet: str, sent_dir: Path, ack_file: Path, count
 
     Exits 0 when all were acknowledged, 1 when the association broke (the expected end in the crash test).
     """
-    from pynetdicom import AE
+    from pynetdicom import AE, _config
 
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send each file's bytes as they are
     study, series = generate_uid(), generate_uid()
     files = [
         synthesize(sent_dir / f"{i:05d}.dcm", patient_id="CRASH", study_uid=study, series_uid=series,

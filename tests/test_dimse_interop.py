@@ -15,12 +15,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.uid import CTImageStorage, generate_uid
-from pynetdicom import AE
 
 from dimse_client import (
     dataset_bytes,
     getscu_command,
     image_keys,
+    send_file,
     storescu_command,
     storescu_transmits,
     synthesize,
@@ -312,16 +312,8 @@ def test_storescu_then_getscu_returns_identical_data_set(samples_server, name, t
 def test_file_sent_unchanged_comes_back_identical_to_the_file(samples_server, name, tmp_path):
     """pynetdicom sends a file's data set bytes as they are: getscu must return exactly the file's."""
     path = sample_path(name)
-    ds = dcmread(path, stop_before_pixels=True)
-    ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate(samples_server.host, samples_server.dimse_port, ae_title=samples_server.aet)
-    assert assoc.is_established
-    try:
-        status = assoc.send_c_store(path)
-    finally:
-        assoc.release()
-    assert status.Status == 0x0000, status
+    status = send_file(samples_server, path)
+    assert status is not None and status.Status == 0x0000, status
     assert getscu_one(samples_server, path, tmp_path) == dataset_bytes(path.read_bytes())
 
 
