@@ -200,7 +200,7 @@ class ArchiveService:
             outcome = self.backend.put(record, original, self.duplicate_policy)
         except StorageFull as exc:
             return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:
             return self._failed(sop_uid, f"storage error: {exc}", OUT_OF_RESOURCES, source)
         return self._result(record, outcome, source)
 

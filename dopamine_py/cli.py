@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":
         # Batch commands print their own summary; a log line per stored instance would drown it.
         logging.getLogger("dopamine.archive").setLevel(max(logging.WARNING, logging.getLogger().level))
-    return args.run(args, settings) or 0
+    try:
+        return args.run(args, settings) or 0
+    except OSError as exc:  # an unreachable database, an unwritable data folder: say it, no traceback
+        print(f"dopamine: {exc}", file=sys.stderr)
+        return 1
 
 
 # ------------------------------------------------------------------------------------------------- serve

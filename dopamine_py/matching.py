@@ -384,8 +384,13 @@ def _person_name_holds(c: Single | Wildcard, name: dict[str, str]) -> bool:
     return all(
         _text_holds(c, prepare(wanted), prepare(name.get(group, "")))
         for wanted, group in zip(groups, PN_GROUPS)
-        if wanted and wanted != "*"
+        if constrains_group(wanted)
     )
+
+
+def constrains_group(wanted: str) -> bool:
+    """Whether one component group of a PN query constrains anything: "", "*" and "**" do not."""
+    return wanted.strip("*") != ""
 
 
 def _text_holds(c: Condition, wanted: str, stored: str) -> bool:

@@ -203,3 +203,29 @@ def test_peers(backend):
     assert [p["aet"] for p in backend.list_peers()] == ["OTHER", "STORESCP"]
     assert backend.remove_peer("OTHER") and not backend.remove_peer("OTHER")
     assert backend.get_peer("OTHER") is None
+
+
+def test_person_name_groups_that_constrain_nothing(archive):
+    with_ideographic = make_dataset(patient_name="Yamada^Tarou=山田^太郎")
+    ideographic_only = make_dataset(patient_name="=山田^花子")
+    no_name = make_dataset(patient_name="")
+    for ds in (with_ideographic, ideographic_only, no_name):
+        assert archive.store_bytes(encode(ds), SOURCE).status == "stored"
+
+    def uids(pattern):
+        return {f.document[tag_key(0x00080018)]["Value"][0] for f in archive.find(Level.IMAGE, parse_pairs([("PatientName", pattern)]))}
+
+    both = {with_ideographic.SOPInstanceUID, ideographic_only.SOPInstanceUID}
+    assert uids("**=山田*") == both       # an all-star group constrains nothing
+    assert uids("=") == both               # any person name, but not a missing one
+
+
+def test_documents_come_back_with_binary_values_as_bytes(archive):
+    ds = make_dataset()
+    ds.add_new(0x00091010, "OB", b"\x00\x01binary\xff")
+    ds.add_new(0x00090010, "LO", "DOPAMINE TEST")
+    assert archive.store_bytes(encode(ds), SOURCE).status == "stored"
+    document = archive.get_document(ds.SOPInstanceUID)
+    assert document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff"
+    found = archive.find(Level.IMAGE, parse_pairs([("SOPInstanceUID", ds.SOPInstanceUID)]))
+    assert found[0].document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import bson
+import bson.errors
 
 from ..matching import Query
 
@@ -145,7 +146,12 @@ def fits_inline(record: InstanceRecord, original_size: int) -> bool:
     Measured on the encoded BSON, not guessed from the file size: a document with a large
     queryable part leaves less room for the original.
     """
-    without_original = len(bson.encode({"_id": record.sop_instance_uid, **record.keys(), "ds": record.document}))
+    try:
+        without_original = len(bson.encode({"_id": record.sop_instance_uid, **record.keys(), "ds": record.document}))
+    except (OverflowError, bson.errors.InvalidDocument):
+        # Not BSON-encodable (a UV value over 2**63): no MongoDB document can hold it; keep the
+        # original outside, where its size does not matter. MongoDB refuses the document itself.
+        return False
     return without_original + original_size + INLINE_MARGIN <= MONGODB_DOCUMENT_LIMIT
 
 

@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_modality ON instances(modality);
+CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
 CREATE TABLE IF NOT EXISTS originals (
     instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
     data BLOB NOT NULL
@@ -107,6 +109,18 @@ def _json_default(value: Any) -> Any:
 
 def dump_document(doc: dict[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _binary_back(obj: dict[str, Any]) -> dict[str, Any]:
+    inline = obj.get("InlineBinary")
+    if isinstance(inline, str) and "vr" in obj:
+        obj["InlineBinary"] = base64.b64decode(inline)
+    return obj
+
+
+def load_document(text: str) -> dict[str, Any]:
+    """A document as the archive handed it over: InlineBinary values are bytes again."""
+    return json.loads(text, object_hook=_binary_back)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -311,7 +325,7 @@ class SQLiteBackend(Backend):
         )
         rows = self._read(sql, params + page_params)
         return [
-            Found(json.loads(doc), n_inst, n_series, n_studies,
+            Found(load_document(doc), n_inst, n_series, n_studies,
                   sorted(modalities.split(",")) if modalities else [], sorted(classes.split(",")) if classes else [])
             for doc, n_inst, n_series, n_studies, modalities, classes in rows
         ]
@@ -344,7 +358,7 @@ class SQLiteBackend(Backend):
 
     def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
         rows = self._read("SELECT doc FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
-        return json.loads(rows[0][0]) if rows else None
+        return load_document(rows[0][0]) if rows else None
 
     def storage_of(self, sop_instance_uid: str) -> str:
         """'inline' or 'file': where the original bytes of an instance are (for tests and diagnostics)."""

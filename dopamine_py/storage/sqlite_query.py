@@ -23,6 +23,7 @@ from ..matching import (
     Single,
     Universal,
     Wildcard,
+    constrains_group,
     fold,
 )
 
@@ -117,8 +118,9 @@ class _Compiler:
 
         if len(groups) == 1:
             return " OR ".join(f"({test(g, groups[0])})" for g in PN_GROUPS)
-        tests = [test(g, w) for w, g in zip(groups, PN_GROUPS) if w and w != "*"]
-        return " AND ".join(f"({t})" for t in tests) if tests else "1"
+        tests = [test(g, w) for w, g in zip(groups, PN_GROUPS) if constrains_group(w)]
+        # No group constrained (a query like "="): any person name value matches.
+        return " AND ".join(f"({t})" for t in tests) if tests else f"json_type({expr()}) = 'object'"
 
     def date_time_range(self, c: DateTimeRange, base: str) -> str:
         # Dates and times of VM 1 by the dictionary: the first value is the value.
