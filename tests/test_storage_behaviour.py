@@ -206,8 +206,8 @@ def test_peers(backend):
 
 
 def test_person_name_groups_that_constrain_nothing(archive):
-    with_ideographic = make_dataset(patient_name="Yamada^Tarou=山田^太郎")
-    ideographic_only = make_dataset(patient_name="=山田^花子")
+    with_ideographic = make_dataset(patient_name="Yamada^Tarou=山田^太郎", SpecificCharacterSet="ISO_IR 192")
+    ideographic_only = make_dataset(patient_name="=山田^花子", SpecificCharacterSet="ISO_IR 192")
     no_name = make_dataset(patient_name="")
     for ds in (with_ideographic, ideographic_only, no_name):
         assert archive.store_bytes(encode(ds), SOURCE).status == "stored"
@@ -222,10 +222,10 @@ def test_person_name_groups_that_constrain_nothing(archive):
 
 def test_documents_come_back_with_binary_values_as_bytes(archive):
     ds = make_dataset()
-    ds.add_new(0x00091010, "OB", b"\x00\x01binary\xff")
+    ds.add_new(0x00091010, "OB", b"\x00\x01binary\xff\xfe")
     ds.add_new(0x00090010, "LO", "DOPAMINE TEST")
     assert archive.store_bytes(encode(ds), SOURCE).status == "stored"
     document = archive.get_document(ds.SOPInstanceUID)
-    assert document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff"
+    assert document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff\xfe"
     found = archive.find(Level.IMAGE, parse_pairs([("SOPInstanceUID", ds.SOPInstanceUID)]))
-    assert found[0].document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff"
+    assert found[0].document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff\xfe"
