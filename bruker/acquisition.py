@@ -15,7 +15,7 @@ import numpy as np
 from .frames import Frame, Layout
 from .params import Parameters
 
-__all__ = ["collect", "echo_time", "diffusion", "parse_datetime", "parse_date"]
+__all__ = ["collect", "echo_time", "diffusion", "gradient_to_patient", "PV_TO_PATIENT", "parse_datetime", "parse_date"]
 
 # Larmor frequency of 1H in MHz/T: turns the 1H base frequency into a field strength.
 _GAMMA_1H = 42.577478518
@@ -75,25 +75,42 @@ def echo_time(layout: Layout, frame: Frame, params: Parameters) -> float | None:
     return float(np.atleast_1d(value).ravel()[0])
 
 
+# ParaVision's own subject coordinates (x left->right, y posterior->anterior,
+# z foot->head) against the DICOM/Visu ones (x right->left, y anterior->
+# posterior, z foot->head): the first two axes are reversed.
+PV_TO_PATIENT = np.diag([-1.0, -1.0, 1.0])
+# How far (cosine) a gradient frame's slice axis may stray from the image
+# normal and still be taken as the frame the image was acquired in.
+_PARALLEL = 0.99
+
+
 def diffusion(layout: Layout, frame: Frame, params: Parameters) -> dict[str, Any] | None:
     """b-value, direction and B-matrix of one frame in patient coordinates.
 
-    ParaVision gives the B-matrix (``VisuAcqDiffusionBMatrix``, per
-    diffusion frame; ``PVM_DwBMat`` in ``method`` as fallback) in the image
-    frame of the scan, whose axes are the rows of ``VisuCoreOrientation``.
-    With O those rows, a vector g in that frame is ``O.T @ g`` in patient
-    coordinates and a B-matrix becomes ``O.T @ B @ O``.
+    The B-matrix (``VisuAcqDiffusionBMatrix``, which ParaVision's method
+    toolbox fills from ``PVM_DwBMat``; ``PVM_DwBMat`` itself as fallback) is
+    in the gradient frame of the acquisition: read, phase and slice.  The
+    rows of the gradient orientation (``PVM_SPackArrGradOrient`` per slice
+    package, or ``ACQ_grad_matrix`` per slice) are those axes in
+    ParaVision's subject coordinates, which differ from DICOM's by
+    :data:`PV_TO_PATIENT`.  With R = PV_TO_PATIENT @ G.T, a gradient vector
+    g is R @ g in patient coordinates and a B-matrix becomes R @ B @ R.T.
+
+    The b-value (the trace) does not depend on the frame.  When no gradient
+    orientation matches the image plane, direction and B-matrix are None.
     """
     matrix = layout.value("VisuAcqDiffusionBMatrix", frame.param_index, frame.param_volume)
     if matrix is None:
         matrix = _method_diffusion(layout, frame, params, "PVM_DwBMat")
     if matrix is None:
         return None
-    b_local = np.asarray(matrix, dtype=float).reshape(3, 3)
-    o = frame.orientation
-    b = o.T @ b_local @ o
-    b = (b + b.T) / 2
-    b_value = float(np.trace(b))
+    b_gradient = np.asarray(matrix, dtype=float).reshape(3, 3)
+    b_gradient = (b_gradient + b_gradient.T) / 2
+    b_value = float(np.trace(b_gradient))
+    rotation = gradient_to_patient(params, frame.orientation[2])
+    if rotation is None:
+        return {"b_value": b_value, "direction": None, "b_matrix": None, "rotation_known": False}
+    b = rotation @ b_gradient @ rotation.T
     direction = None
     if b_value > 1e-6:
         eigenvalues, eigenvectors = np.linalg.eigh(b)
@@ -101,7 +118,29 @@ def diffusion(layout: Layout, frame: Frame, params: Parameters) -> dict[str, Any
         # Sign of an eigenvector is arbitrary: make the largest component positive.
         if direction[int(np.argmax(np.abs(direction)))] < 0:
             direction = -direction
-    return {"b_value": b_value, "direction": direction, "b_matrix": b}
+    return {"b_value": b_value, "direction": direction, "b_matrix": b, "rotation_known": True}
+
+
+def gradient_to_patient(params: Parameters, normal: np.ndarray) -> np.ndarray | None:
+    """Rotation from (read, phase, slice) to patient coordinates for an image
+    whose plane normal is ``normal``; None if no gradient frame fits it."""
+    best, best_cosine = None, 0.0
+    for name in ("PVM_SPackArrGradOrient", "ACQ_grad_matrix"):
+        raw = params.get(name)
+        if raw is None:
+            continue
+        try:
+            candidates = np.asarray(raw, dtype=float).reshape(-1, 3, 3)
+        except ValueError:
+            continue
+        for grad in candidates:
+            rotation = PV_TO_PATIENT @ grad.T
+            cosine = abs(float(np.dot(rotation[:, 2], normal)))
+            if cosine > best_cosine:
+                best, best_cosine = rotation, cosine
+        if best is not None and best_cosine >= _PARALLEL:
+            return best
+    return None
 
 
 def _method_diffusion(layout: Layout, frame: Frame, params: Parameters, name: str) -> Any:

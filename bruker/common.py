@@ -12,9 +12,14 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 from .acquisition import dicom_date_time, parse_date
 from .context import ScanContext
 
-__all__ = ["base_dataset", "finish", "clip"]
+__all__ = ["base_dataset", "finish", "clip", "anatomical_orientation_type", "UNKNOWN_SPECIES"]
 
-_SEX = {"MALE": "M", "FEMALE": "F", "OTHER": "O"}
+# VisuSubjectSex / SUBJECT_sex: MALE, FEMALE, UNDEFINED, UNKNOWN.  UNKNOWN
+# stays empty (DICOM's "unknown" for a Type 2 attribute); UNDEFINED (e.g. a
+# phantom) is "O".
+_SEX = {"MALE": "M", "FEMALE": "F", "UNDEFINED": "O", "OTHER": "O"}
+# VisuSubjectPosition -> PatientPosition.  ParaVision spells feet-first
+# entry of quadrupeds "Tail_*".
 _POSITION = {
     "Head_Supine": "HFS",
     "Head_Prone": "HFP",
@@ -24,10 +29,38 @@ _POSITION = {
     "Foot_Prone": "FFP",
     "Foot_Left": "FFDL",
     "Foot_Right": "FFDR",
+    "Tail_Supine": "FFS",
+    "Tail_Prone": "FFP",
+    "Tail_Left": "FFDL",
+    "Tail_Right": "FFDR",
 }
-# Parameter names under which ParaVision versions keep animal details.
-_SPECIES = ("VisuSubjectSpecies", "SUBJECT_species", "VisuSubjectAnimalSpecies")
-_BREED = ("VisuSubjectStrain", "SUBJECT_strain", "VisuSubjectBreed", "SUBJECT_breed")
+# VisuSubjectType (PV 6+) / SUBJECT_type: Biped, Quadruped, Phantom, Other,
+# OtherAnimal (PV 5 writes Human for bipeds).  Only the two animal types
+# say for certain that the subject is an animal: primates are Bipeds.
+_ANIMAL_TYPES = {"Quadruped", "OtherAnimal"}
+# ParaVision records no species or breed, so an animal's species is not known.
+UNKNOWN_SPECIES = "unknown"
+
+
+def subject_type(params) -> str:
+    return params.text("VisuSubjectType", "SUBJECT_type")
+
+
+def anatomical_orientation_type(params) -> str | None:
+    """QUADRUPED where ParaVision expressed the geometry in quadruped terms.
+
+    For a Quadruped, ParaVision's Visu coordinates are the subject's own
+    left, dorsal and cranial directions, which is DICOM's QUADRUPED patient
+    coordinate system; for every other subject type they are the biped
+    LPS system.  None when the subject is not known to be an animal (the
+    attribute then defaults to BIPED).
+    """
+    kind = subject_type(params)
+    if kind == "Quadruped":
+        return "QUADRUPED"
+    if kind in _ANIMAL_TYPES:
+        return "BIPED"
+    return None
 
 
 def clip(text: Any, length: int) -> str:
@@ -43,19 +76,21 @@ def base_dataset(ctx: ScanContext) -> Dataset:
     ds.PatientID = clip(p.text("VisuSubjectId", "SUBJECT_id"), 64)
     ds.PatientBirthDate = parse_date(p.text("VisuSubjectBirthDate", "SUBJECT_dbirth"))
     ds.PatientSex = _SEX.get(p.text("VisuSubjectSex", "SUBJECT_sex").upper(), "")
-    comment = p.text("VisuSubjectComment", "SUBJECT_remarks", "SUBJECT_comment")
+    comment = p.text("VisuSubjectComment", "SUBJECT_remarks")
     if comment:
         ds.PatientComments = clip(comment, 10240)
-    species = p.text(*_SPECIES)
-    if species:
-        ds.PatientSpeciesDescription = clip(species, 64)
-        ds.PatientBreedDescription = clip(p.text(*_BREED), 64)
-        # Type 2C companions, required (possibly empty) for animal subjects.
+    if subject_type(p) in _ANIMAL_TYPES:
+        # Patient module attributes required for animals (PS3.3 C.7.1.1).
+        # ParaVision has no species, breed, neutering or owner parameters:
+        # the species says so rather than guessing, and no code sequence is
+        # made up; the Type 2C attributes stay empty.
+        ds.PatientSpeciesDescription = UNKNOWN_SPECIES
+        ds.PatientBreedDescription = ""
         ds.PatientBreedCodeSequence = Sequence()
         ds.BreedRegistrationSequence = Sequence()
         ds.ResponsiblePerson = ""
-        ds.PatientSexNeutered = ""  # ParaVision does not record it
-        ds.ResponsibleOrganization = clip(p.text("VisuInstitution"), 64)
+        ds.ResponsibleOrganization = ""
+        ds.PatientSexNeutered = ""
     # Study
     ds.StudyInstanceUID = ctx.study_uid
     ds.StudyDate, ds.StudyTime = dicom_date_time(p.text("VisuStudyDate", "SUBJECT_date"))
@@ -76,8 +111,11 @@ def base_dataset(ctx: ScanContext) -> Dataset:
     if protocol:
         ds.SeriesDescription = clip(protocol, 64)
         ds.ProtocolName = clip(protocol, 64)
-    ds.SeriesDate, ds.SeriesTime = dicom_date_time(p.text("VisuAcqDate", "VisuCreationDate"))
-    ds.PatientPosition = _POSITION.get(p.text("VisuSubjectPosition", "ACQ_patient_pos"), "")
+    ds.SeriesDate, ds.SeriesTime = dicom_date_time(p.text("VisuSeriesDate", "VisuAcqDate", "VisuCreationDate"))
+    ds.PatientPosition = _POSITION.get(p.text("VisuSubjectPosition", "SUBJECT_position", "ACQ_patient_pos"), "")
+    orientation_type = anatomical_orientation_type(p)
+    if orientation_type:
+        ds.AnatomicalOrientationType = orientation_type
     # Frame of reference
     ds.FrameOfReferenceUID = ctx.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""

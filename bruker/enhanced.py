@@ -19,7 +19,7 @@ from pydicom.uid import EnhancedMRImageStorage, generate_uid
 from . import acquisition
 from .classic import ds_number
 from .common import base_dataset, clip, finish
-from .context import ScanContext, instance_uid
+from .context import ConversionError, ScanContext, instance_uid
 from .frames import Frame
 
 __all__ = ["enhanced_mr_dataset"]
@@ -292,6 +292,13 @@ def _frame_groups(ctx: ScanContext, frame: Frame, frame_type: str, flavor: str, 
     )
     diffusion = acquisition.diffusion(layout, frame, ctx.params)
     if diffusion is not None:
+        if diffusion["b_value"] > 1e-6 and not diffusion["rotation_known"]:
+            # The Enhanced MR diffusion macro requires the direction of a
+            # diffusion-weighted frame; a made-up one would be worse than none.
+            raise ConversionError(
+                "diffusion gradient orientation unknown (no PVM_SPackArrGradOrient or ACQ_grad_matrix "
+                "matching the image plane): convert this scan as MR Image Storage instead"
+            )
         item.MRDiffusionSequence = Sequence([_diffusion_item(diffusion)])
     slope = float(ctx.value(frame, "VisuCoreDataSlope", 1.0) or 1.0)
     offset = float(ctx.value(frame, "VisuCoreDataOffs", 0.0) or 0.0)

@@ -8,10 +8,14 @@ fastest on disk.  ``VisuGroupDepVals`` names the parameters that take one
 value per position in a group (``VisuCorePosition`` per slice,
 ``VisuAcqEchoTime`` per echo...).
 
-Geometry follows ParaVision's definitions: ``VisuCoreOrientation`` rows are
-the image x, y and slice-normal directions in the patient (DICOM LPS) frame
-and ``VisuCorePosition`` is the centre of the first voxel of a frame, so
-voxel (i, j, k) lies at ``P + i*dx*O[0] + j*dy*O[1] + k*dz*O[2]``.
+Geometry follows ParaVision's definitions, which are DICOM's: the rows of
+``VisuCoreOrientation`` (the patient-to-image matrix) are the image x, y and
+slice-normal directions in patient coordinates, and ``VisuCorePosition`` is
+the centre of the first voxel of a frame, so voxel (i, j, k) lies at
+``P + i*dx*O[0] + j*dy*O[1] + k*dz*O[2]`` and both go to DICOM unchanged.
+ParaVision has already applied the subject position (``VisuSubjectPosition``)
+to them; for a Quadruped the axes are the animal's left, dorsal and cranial
+directions, which DICOM calls the QUADRUPED patient coordinate system.
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ class Scan:
     offset: float | list[float] = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     method: dict[str, Any] = field(default_factory=dict)
+    acqp: dict[str, Any] = field(default_factory=dict)
     version: str = "360"
 
     def visu_pars(self, expno: int, procno: int) -> dict[str, Any]:
@@ -196,12 +197,13 @@ class Scan:
         method = {"Method": Sym("Bruker:FLASH"), "PVM_EchoTime": 3.5, "PVM_RepetitionTime": 250.0}
         method.update(self.method)
         write_params(study / str(expno) / "method", method, self.version, "method")
-        write_params(study / str(expno) / "acqp", {"ACQ_flip_angle": 25.0, "BF1": 300.3}, self.version, "acqp")
+        acqp = {"ACQ_flip_angle": 25.0, "BF1": 300.3}
+        acqp.update(self.acqp)
+        write_params(study / str(expno) / "acqp", acqp, self.version, "acqp")
         if not (study / "subject").exists():
             write_params(
                 study / "subject",
-                {"SUBJECT_id": "M-42", "SUBJECT_name_string": "Mouse^Synthetic", "SUBJECT_species": "Mouse",
-                 "SUBJECT_strain": "C57BL/6"},
+                {"SUBJECT_id": "M-42", "SUBJECT_name_string": "Mouse^Synthetic", "SUBJECT_type": Sym("Quadruped")},
                 self.version,
                 "subject",
             )

@@ -103,45 +103,102 @@ def test_multi_echo_multi_slice(tmp_path):
     assert dciodvfy_errors(ds, tmp_path) == []
 
 
-def _diffusion_scan(orientation):
-    # Frame 0: b=0; frame 1: b=1000 along image x; frame 2: b=700 along image y.
-    b_mats = np.zeros((3, 9))
-    b_mats[1, 0] = 1000.0
-    b_mats[2, 4] = 700.0
-    return Scan(ramp(3, 4, 4), orientation=np.tile(orientation, (1, 1)), version="6",
-                frame_groups=[(3, "FG_DIFFUSION", "<diffusion>", 0, 1)],
+# Gradient frame of a sagittal slice package as ParaVision writes it (rows:
+# read, phase, slice in ParaVision's subject coordinates x L->R, y P->A,
+# z F->H); it is the sagittal package of the real PV 5.1 phantom.  In DICOM
+# patient coordinates (x and y reversed) read is +z (head), phase is -y
+# (anterior) and slice is -x (right), i.e. -image y, -image x and the normal
+# of the SAGITTAL image above.
+SAGITTAL_GRADIENTS = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float)
+
+
+def _diffusion_scan(gradients=SAGITTAL_GRADIENTS, where="method"):
+    # B-matrices in the gradient frame (read, phase, slice), s/mm2.
+    # Frame 0: b=0; 1: b=1000 along read; 2: b=700 along phase;
+    # 3: b=800 along (read + phase)/sqrt(2), which has off-diagonal terms.
+    b_mats = np.zeros((4, 3, 3))
+    b_mats[1, 0, 0] = 1000.0
+    b_mats[2, 1, 1] = 700.0
+    oblique = np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
+    b_mats[3] = 800.0 * np.outer(oblique, oblique)
+    scan = Scan(ramp(4, 4, 4), orientation=SAGITTAL[None], version="6",
+                frame_groups=[(4, "FG_DIFFUSION", "<diffusion>", 0, 1)],
                 dep_vals=[("VisuAcqDiffusionBMatrix", 0)],
-                extra={"VisuAcqDiffusionBMatrix": b_mats})
+                extra={"VisuAcqDiffusionBMatrix": b_mats.reshape(4, 9)})
+    if gradients is not None:
+        if where == "method":
+            scan.method = {"PVM_SPackArrGradOrient": gradients[None]}
+        else:
+            scan.acqp = {"ACQ_grad_matrix": gradients[None]}
+    return scan
 
 
-def test_diffusion_in_patient_coordinates(tmp_path):
-    _diffusion_scan(SAGITTAL).write(tmp_path / "study", 9)
+def test_diffusion_is_rotated_from_the_gradient_frame_to_patient_coordinates(tmp_path):
+    _diffusion_scan().write(tmp_path / "study", 9)
     datasets = convert_one(tmp_path / "study")
-    assert [float(ds.DiffusionBValue) for ds in datasets] == [0.0, 1000.0, 700.0]
+    assert [round(float(ds.DiffusionBValue), 6) for ds in datasets] == [0.0, 1000.0, 700.0, 800.0]
     assert "DiffusionGradientOrientation" not in datasets[0]
-    # Image x of a sagittal slice is patient y; image y is patient -z (sign-free axis).
-    np.testing.assert_allclose(datasets[1].DiffusionGradientOrientation, [0, 1, 0], atol=1e-9)
-    np.testing.assert_allclose(np.abs(datasets[2].DiffusionGradientOrientation), [0, 0, 1], atol=1e-9)
+    # read -> patient z, phase -> patient y (sign-free for a direction).
+    np.testing.assert_allclose(datasets[1].DiffusionGradientOrientation, [0, 0, 1], atol=1e-9)
+    np.testing.assert_allclose(datasets[2].DiffusionGradientOrientation, [0, 1, 0], atol=1e-9)
+    # (read + phase)/sqrt(2) is (0, -1, 1)/sqrt(2) in patient coordinates:
+    # the y and z components have opposite signs (same signs would mean the
+    # ParaVision -> DICOM axis reversal was missed).
+    direction = np.array(datasets[3].DiffusionGradientOrientation)
+    np.testing.assert_allclose(np.abs(direction), [0, 1 / np.sqrt(2), 1 / np.sqrt(2)], atol=1e-9)
+    assert direction[1] * direction[2] < 0
 
     ds = convert_one(tmp_path / "study", enhanced=True)[0]
     assert ds.DimensionIndexSequence[0].DimensionIndexPointer == 0x00189087  # DiffusionBValue
     items = [i.MRDiffusionSequence[0] for i in ds.PerFrameFunctionalGroupsSequence]
     assert items[0].DiffusionDirectionality == "NONE"
     b = items[1].DiffusionBMatrixSequence[0]
-    assert b.DiffusionBValueYY == pytest.approx(1000.0) and b.DiffusionBValueXX == pytest.approx(0.0)
-    assert items[2].DiffusionBMatrixSequence[0].DiffusionBValueZZ == pytest.approx(700.0)
+    assert b.DiffusionBValueZZ == pytest.approx(1000.0) and b.DiffusionBValueXX == pytest.approx(0.0)
+    assert items[2].DiffusionBMatrixSequence[0].DiffusionBValueYY == pytest.approx(700.0)
+    oblique = items[3].DiffusionBMatrixSequence[0]
+    assert oblique.DiffusionBValueYY == pytest.approx(400.0) and oblique.DiffusionBValueZZ == pytest.approx(400.0)
+    assert oblique.DiffusionBValueYZ == pytest.approx(-400.0)
+    assert oblique.DiffusionBValueXY == pytest.approx(0.0) and oblique.DiffusionBValueXZ == pytest.approx(0.0)
     assert "DIFFUSION" in ds.ImageType
     assert dciodvfy_errors(ds, tmp_path) == []
 
 
+def test_diffusion_uses_acq_grad_matrix_without_method_orientation(tmp_path):
+    _diffusion_scan(where="acqp").write(tmp_path / "study", 9)
+    datasets = convert_one(tmp_path / "study")
+    np.testing.assert_allclose(datasets[1].DiffusionGradientOrientation, [0, 0, 1], atol=1e-9)
+
+
+def test_diffusion_without_gradient_orientation_keeps_only_the_b_value(tmp_path):
+    _diffusion_scan(gradients=None).write(tmp_path / "study", 9)
+    datasets = convert_one(tmp_path / "study")
+    # The trace does not depend on the frame; the direction does.
+    assert [round(float(ds.DiffusionBValue), 6) for ds in datasets] == [0.0, 1000.0, 700.0, 800.0]
+    assert not any("DiffusionGradientOrientation" in ds for ds in datasets)
+    # Enhanced MR requires the direction: the scan fails, named, with the reason.
+    results = list(convert_path(tmp_path / "study", enhanced=True))
+    assert len(results) == 1 and not results[0].ok
+    assert "9/pdata/1" in results[0].message
+    assert "diffusion gradient orientation unknown" in results[0].error
+
+
+def test_gradient_frame_that_does_not_match_the_image_is_not_used(tmp_path):
+    # An axial gradient frame for a sagittal image: it cannot be the one the
+    # image was acquired with, so no direction is derived from it.
+    _diffusion_scan(gradients=np.eye(3)).write(tmp_path / "study", 9)
+    assert not any("DiffusionGradientOrientation" in ds for ds in convert_one(tmp_path / "study"))
+
+
 def test_diffusion_falls_back_to_method(tmp_path):
-    scan = _diffusion_scan(np.eye(3).ravel())
+    scan = _diffusion_scan(gradients=np.eye(3))
+    scan.orientation = np.eye(3).ravel()[None]
+    scan.data = ramp(3, 4, 4)
     scan.extra = {}
     scan.dep_vals = []
     scan.frame_groups = [(3, "FG_DIFFUSION", "", 0, 0)]
     b_mats = np.zeros((3, 3, 3))
     b_mats[1, 2, 2] = 500.0
-    scan.method = {"PVM_DwBMat": b_mats}
+    scan.method = {"PVM_DwBMat": b_mats, "PVM_SPackArrGradOrient": np.eye(3)[None]}
     scan.write(tmp_path / "study", 10)
     datasets = convert_one(tmp_path / "study")
     assert [float(ds.DiffusionBValue) for ds in datasets] == [0.0, 500.0, 0.0]
@@ -207,10 +264,8 @@ def test_identification_and_animal_subject(tmp_path):
     assert ds.AcquisitionDate == "20210304" and ds.AcquisitionTime.startswith("101500.5")
     assert ds.PatientPosition == "HFP"
     assert float(ds.MagneticFieldStrength) == 7.0
+    # VisuSubjectWeight is in kg, as PatientWeight.
     assert float(ds.PatientWeight) == 0.025
-    # Species and strain come from the study's subject file.
-    assert ds.PatientSpeciesDescription == "Mouse"
-    assert ds.PatientBreedDescription == "C57BL/6"
     assert dciodvfy_errors(ds, tmp_path) == []
 
 
