@@ -263,6 +263,8 @@ def stream(host: str, port: int, aet: str, sent_dir: Path, ack_file: Path, count
     ]
     print("synthesized", flush=True)
     ae = AE(ae_title="CRASHTEST")
+    # A killed server can leave a C-STORE response pending forever; give up on it quickly.
+    ae.dimse_timeout = ae.network_timeout = 5
     ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate(host, port, ae_title=aet)
     if not assoc.is_established:
