@@ -184,7 +184,8 @@ class Scan:
             }
         )
         params.update(self.extra)
-        return params
+        # None in ``extra`` removes a parameter, as older ParaVision versions lack some.
+        return {name: value for name, value in params.items() if value is not None}
 
     def write(self, study: Path, expno: int, procno: int = 1) -> Path:
         recon = study / str(expno) / "pdata" / str(procno)

@@ -73,24 +73,78 @@ def test_pixels_equal_2dseq_after_rescale(classic, enhanced, raw, visu):
         )
 
 
-def _centre(ipp, iop, spacing, rows, columns):
-    """Patient coordinates of the image centre from DICOM geometry alone."""
-    row_dir, col_dir = np.array(iop[:3], float), np.array(iop[3:], float)
-    # Pixel (r, c) lies at IPP + c*col_spacing*row_dir + r*row_spacing*col_dir.
-    return np.array(ipp, float) + columns / 2 * float(spacing[1]) * row_dir + rows / 2 * float(spacing[0]) * col_dir
+def _pixel_centre(ds, row, column):
+    """Patient coordinates of the centre of pixel (row, column), from DICOM
+    geometry alone: ImagePositionPatient is the centre of pixel (0, 0)."""
+    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+    row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    return ipp + column * column_spacing * iop[:3] + row * row_spacing * iop[3:]
 
 
 def test_three_orthogonal_slices_land_where_the_phantom_says(classic, phantom):
     method = read_jcamp(phantom / "100" / "method")
     orientations = [str(o) for o in method["PVM_SPackArrSliceOrient"]]
+    # One package per orientation, all at the isocentre (method and acqp).
+    assert orientations == ["axial", "sagittal", "coronal"]
+    for name in ("PVM_SPackArrReadOffset", "PVM_SPackArrPhase1Offset", "PVM_SPackArrSliceOffset"):
+        assert not np.any(method[name]), name
     expected_normal_axis = {"axial": 2, "sagittal": 0, "coronal": 1}
     for ds, orient in zip(classic, orientations):
         iop = [float(v) for v in ds.ImageOrientationPatient]
         normal = np.cross(iop[:3], iop[3:])
         assert abs(normal[expected_normal_axis[orient]]) == pytest.approx(1.0), orient
-        # All packages are centred on the isocentre (zero offsets in method).
-        centre = _centre(ds.ImagePositionPatient, iop, ds.PixelSpacing, ds.Rows, ds.Columns)
-        np.testing.assert_allclose(centre, [0, 0, 0], atol=1e-6)
+        # VisuCorePosition is the centre of the first voxel and ParaVision's
+        # Fourier reconstruction puts the field-of-view centre at the centre
+        # of pixel (N/2, N/2): with 128 pixels, pixel (64, 64) is the isocentre
+        # and pixel (63.5, 63.5) (the geometric middle of the pixel grid if
+        # the position were a corner) is not.
+        np.testing.assert_allclose(_pixel_centre(ds, 64, 64), [0, 0, 0], atol=1e-9)
+        assert np.linalg.norm(_pixel_centre(ds, 63.5, 63.5)) > 0.1
+
+
+def test_visu_geometry_matches_the_gradient_frame_in_paravision_coordinates(classic, phantom):
+    """The convention the diffusion rotation relies on, checked on real data.
+
+    PVM_SPackArrGradOrient rows are read/phase/slice in ParaVision's subject
+    coordinates (x L->R, y P->A, z F->H).  Reversing x and y puts them in the
+    DICOM frame of VisuCoreOrientation, where for all three packages the
+    image axes are minus the in-plane gradient axes (phase along the row
+    for sagittal and coronal, VisuAcqImagePhaseEncDir=row_dir) and the
+    normal is the slice axis.  Read as DICOM coordinates without the
+    reversal, the same rows break that rule for every package.
+    """
+    from bruker.acquisition import PV_TO_PATIENT, gradient_to_patient
+    from bruker.params import Parameters
+
+    method = read_jcamp(phantom / "100" / "method")
+    visu = read_jcamp(phantom / "100" / "pdata" / "1" / "visu_pars")
+    phase_dirs = [str(d) for d in visu["VisuAcqImagePhaseEncDir"]]
+    params = Parameters({"method": method})
+    for ds, phase_dir, grad in zip(classic, phase_dirs, method["PVM_SPackArrGradOrient"]):
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        x, y = iop[:3], iop[3:]
+        normal = np.cross(x, y)
+        rotation = gradient_to_patient(params, normal)
+        np.testing.assert_allclose(rotation, PV_TO_PATIENT @ grad.T)  # each package finds its own frame
+        read, phase, slice_ = rotation.T
+        if phase_dir == "col_dir":
+            np.testing.assert_allclose([x, y], [-read, -phase], atol=1e-12)
+        else:
+            np.testing.assert_allclose([x, y], [-phase, -read], atol=1e-12)
+        assert abs(np.dot(slice_, normal)) == pytest.approx(1.0)
+        # The same rows read as DICOM coordinates break the rule for at least one axis.
+        naive_read, naive_phase = grad[0], grad[1]
+        expected = [-naive_read, -naive_phase] if phase_dir == "col_dir" else [-naive_phase, -naive_read]
+        assert not np.allclose([x, y], expected)
+
+
+def test_human_phantom_subject_has_no_animal_attributes(classic):
+    ds = classic[0]
+    # PV 5.1 records no VisuSubjectType: nothing says this is an animal.
+    for keyword in ("AnatomicalOrientationType", "PatientSpeciesDescription", "PatientBreedDescription",
+                    "PatientSpeciesCodeSequence", "ResponsiblePerson"):
+        assert keyword not in ds, keyword
 
 
 def test_geometry_copies_visu_core_parameters(classic, enhanced, visu):
