@@ -20,7 +20,7 @@ def ruleset(actions: str = "", condition: str | None = None, extra_rules: str = 
 
 
 def sample(name: str = "CT_small.dcm") -> Dataset:
-    return dcmread(get_testdata_file(name))
+    return dcmread(get_testdata_file(name), force=True)  # rtstruct.dcm has no File Meta Information
 
 
 def minimal(**attributes) -> Dataset:
