@@ -296,11 +296,11 @@ def computed_attributes(found: Found, level: Level) -> dict[str, dict[str, Any]]
 def _check_complete(ds: Dataset, size: int, name: str) -> None:
     """Refuse a truncated data set: pydicom reads a short last value without complaint."""
     for tag in ds.keys():
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)  # never read a deferred (large) value
         if isinstance(raw, RawDataElement):
             if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > size:
                 raise BadInstance(f"{name}: truncated: element {tag} runs past the end of the data")
-    pixels = ds.get_item(0x7FE00010)
+    pixels = ds.get_item(0x7FE00010, keep_deferred=True)
     if pixels is not None and not isinstance(pixels, RawDataElement) and isinstance(pixels.value, bytes):
         if not ds.file_meta.TransferSyntaxUID.is_compressed:
             expected = _native_pixel_bytes(ds)

@@ -99,7 +99,7 @@ def to_document(ds: Dataset, options: DocumentOptions = DocumentOptions()) -> di
         tag = int(tag)
         if tag in options.exclude or (not options.include_private and tag >> 16 & 1):
             continue
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)  # a deferred read would load bulk data
         bulk_vr = _bulk_vr(raw, tag, options)
         if bulk_vr is not None:
             # Decided from the raw length so that the value is never read into memory.
