@@ -176,7 +176,9 @@ class Receiver:
             return self.bulk[uri].read_bytes()
 
         try:
-            ds = Dataset.from_json(item, bulk_data_uri_handler=bulk)
+            # File Meta Information may come with the data set; it goes into the file's header, not the data set.
+            ds = Dataset.from_json({k: v for k, v in item.items() if not k.startswith("0002")},
+                                   bulk_data_uri_handler=bulk)
             meta = FileMetaDataset()
             meta.TransferSyntaxUID = _ts_of(item)
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
