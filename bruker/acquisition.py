@@ -35,9 +35,9 @@ def collect(params: Parameters, layout: Layout) -> dict[str, Any]:
         "phase_steps": params.number("VisuAcqPhaseEncSteps"),
         "echo_sequence": params.text("VisuAcqEchoSequenceType"),
         "protocol": params.text("VisuAcquisitionProtocol", "ACQ_protocol_name", "ACQ_scan_name"),
-        "spatial_dim": int(params.number("VisuAcqSpatialDim", "ACQ_dim", default=layout.dim) or layout.dim),
+        "spatial_dim": _spatial_dim(params, layout),
         "scan_time_ms": params.number("VisuAcqScanTime"),
-        "encoding_order": params.text("PVM_EncOrder1", "ACQ_phase_encoding_mode"),
+        "encoding_order": _encoding_order(params),
     }
     strength = params.number("VisuMagneticFieldStrength")
     if strength is None:
@@ -53,12 +53,55 @@ def collect(params: Parameters, layout: Layout) -> dict[str, Any]:
     return acq
 
 
+def _spatial_dim(params: Parameters, layout: Layout) -> int:
+    """2 or 3: how the scan was encoded (ACQ_dim, PVM_SpatDimEnum), which
+    need not be how it is stored (VisuCoreDim, the last resort)."""
+    dim = params.number("ACQ_dim")
+    if dim in (2, 3):
+        return int(dim)
+    enum = params.text("PVM_SpatDimEnum").upper()
+    if enum in ("2D", "3D"):
+        return int(enum[0])
+    return layout.dim
+
+
+def _encoding_order(params: Parameters) -> str:
+    """CENTRIC if any phase-encoding direction was encoded centrically.
+
+    ``VisuAcqEncodingOrder`` has one entry per encoded dimension, the first
+    being the read direction."""
+    order = params.get("VisuAcqEncodingOrder")
+    if order is not None:
+        phase = [str(o) for o in np.atleast_1d(order).ravel()[1:]]
+        return "CENTRIC" if any("CENTRIC" in o.upper() for o in phase) else "LINEAR"
+    return params.text("ACQ_phase_encoding_mode")
+
+
+def repetition_time(layout: Layout, frame: Frame, params: Parameters) -> float | None:
+    """TR of one frame (ms): ``VisuAcqRepetitionTime`` varies by frame in
+    variable-TR scans (e.g. RARE-VTR)."""
+    return _per_frame(layout, frame, params, "VisuAcqRepetitionTime", "PVM_RepetitionTime", "ACQ_repetition_time")
+
+
+def inversion_time(layout: Layout, frame: Frame, params: Parameters) -> float | None:
+    """TI of one frame (ms), None without inversion."""
+    value = _per_frame(layout, frame, params, "VisuAcqInversionTime", "PVM_InversionTime", "ACQ_inversion_time")
+    return value if value is not None and value > 0 else None
+
+
+def _per_frame(layout: Layout, frame: Frame, params: Parameters, visu: str, *fallbacks: str) -> float | None:
+    value = layout.value(visu, frame.param_index, frame.param_volume)
+    if value is None:
+        return params.number(*fallbacks)
+    return float(np.atleast_1d(value).ravel()[0])
+
+
 def scanning_sequence(acq: dict[str, Any]) -> list[str]:
     kind = acq["echo_sequence"].lower()
     codes = []
-    if "spin" in kind:
+    if "spin" in kind or kind == "both":
         codes.append("SE")
-    elif "gradient" in kind:
+    if "gradient" in kind or kind == "both":
         codes.append("GR")
     if acq["inversion_time"]:
         codes.append("IR")

@@ -34,9 +34,6 @@ def mr_image_datasets(ctx: ScanContext) -> Iterator[Dataset]:
     base.ScanOptions = ""
     base.MRAcquisitionType = "3D" if acq["spatial_dim"] == 3 else "2D"
     base.SequenceName = clip(acq["sequence_name"], 16)
-    base.RepetitionTime = ds_number(acq["repetition_time"]) if acq["repetition_time"] is not None else None
-    if acq["inversion_time"]:
-        base.InversionTime = ds_number(acq["inversion_time"])
     base.EchoTrainLength = int(acq["echo_train_length"]) if acq["echo_train_length"] else None
     if acq["flip_angle"] is not None:
         base.FlipAngle = ds_number(acq["flip_angle"])
@@ -74,8 +71,13 @@ def _instance(ctx: ScanContext, base: Dataset, frame: Frame, number: int) -> Dat
     ds.ImagePositionPatient = [ds_number(v) for v in frame.position]
     ds.SliceThickness = ds_number(ctx.layout.slice_thickness[frame.param_volume])
     ds.SliceLocation = ds_number(float(np.dot(frame.position, frame.orientation[2])))
+    tr = acquisition.repetition_time(ctx.layout, frame, ctx.params)
+    ds.RepetitionTime = ds_number(tr) if tr is not None else None
     te = acquisition.echo_time(ctx.layout, frame, ctx.params)
     ds.EchoTime = ds_number(te) if te is not None else None
+    ti = acquisition.inversion_time(ctx.layout, frame, ctx.params)
+    if ti is not None:
+        ds.InversionTime = ds_number(ti)
     diff = acquisition.diffusion(ctx.layout, frame, ctx.params)
     if diff is not None:
         ds.DiffusionBValue = diff["b_value"]

@@ -131,8 +131,8 @@ def _pulse_sequence_module(ds: Dataset, acq: dict[str, Any]) -> None:
     kind = acq["echo_sequence"].lower()
     ds.PulseSequenceName = clip(acq["sequence_name"] or "unknown", 16)
     ds.MRAcquisitionType = "3D" if acq["spatial_dim"] == 3 else "2D"
-    ds.EchoPulseSequence = "SPIN" if "spin" in kind else "GRADIENT"
-    if ds.EchoPulseSequence == "SPIN":
+    ds.EchoPulseSequence = "BOTH" if kind == "both" else "SPIN" if "spin" in kind else "GRADIENT"
+    if ds.EchoPulseSequence in ("SPIN", "BOTH"):
         ds.MultipleSpinEcho = "YES" if (acq["echo_train_length"] or 1) > 1 else "NO"
     ds.MultiPlanarExcitation = "NO"
     ds.PhaseContrast = "NO"
@@ -224,7 +224,7 @@ def _frame_groups(ctx: ScanContext, frame: Frame, frame_type: str, flavor: str, 
         ]
     )
     timing = _item(
-        RepetitionTime=ds_number(acq["repetition_time"] or 0.0),
+        RepetitionTime=ds_number(acquisition.repetition_time(layout, frame, ctx.params) or 0.0),
         FlipAngle=ds_number(acq["flip_angle"] or 0.0),
         EchoTrainLength=int(acq["echo_train_length"] or 1),
         RFEchoTrainLength=int(acq["echo_train_length"] or 1),
@@ -241,8 +241,9 @@ def _frame_groups(ctx: ScanContext, frame: Frame, frame_type: str, flavor: str, 
     item.MRTimingAndRelatedParametersSequence = Sequence([timing])
     te = acquisition.echo_time(layout, frame, ctx.params)
     item.MREchoSequence = Sequence([_item(EffectiveEchoTime=float(te or 0.0))])
+    inversion = acquisition.inversion_time(layout, frame, ctx.params)
     modifier = _item(
-        InversionRecovery="YES" if acq["inversion_time"] else "NO",
+        InversionRecovery="YES" if inversion else "NO",
         FlowCompensation="NONE",
         T2Preparation="NO",
         SpectrallySelectedExcitation="NONE",
@@ -250,8 +251,8 @@ def _frame_groups(ctx: ScanContext, frame: Frame, frame_type: str, flavor: str, 
         PartialFourier="NO",
         ParallelAcquisition="NO",
     )
-    if acq["inversion_time"]:
-        modifier.InversionTimes = [float(acq["inversion_time"])]
+    if inversion:
+        modifier.InversionTimes = [inversion]
     item.MRModifierSequence = Sequence([modifier])
     imaging_modifier = _item(
         MagnetizationTransfer="NONE",

@@ -27,7 +27,7 @@ SAGITTAL = np.array([0, 1, 0, 0, 0, -1, -1, 0, 0], dtype=float)
 def test_3d_volume_is_split_into_slices(tmp_path):
     data = ramp(6, 4, 5)  # 6 slices of 4 rows x 5 columns
     scan = Scan(data, dim=3, extent=(10.0, 6.0, 12.0), orientation=SAGITTAL[None], position=np.array([[3, -5, 7]]),
-                version="360", extra={"VisuAcqSpatialDim": 3})
+                version="360")
     scan.write(tmp_path / "study", 5)
     datasets = convert_one(tmp_path / "study")
     assert len(datasets) == 6
@@ -44,7 +44,7 @@ def test_3d_volume_is_split_into_slices(tmp_path):
 
 
 def test_3d_enhanced_is_valid_and_indexed_by_slice(tmp_path):
-    scan = Scan(ramp(6, 4, 5), dim=3, extent=(10.0, 6.0, 12.0), version="360", extra={"VisuAcqSpatialDim": 3})
+    scan = Scan(ramp(6, 4, 5), dim=3, extent=(10.0, 6.0, 12.0), version="360")
     scan.write(tmp_path / "study", 5)
     ds = convert_one(tmp_path / "study", enhanced=True)[0]
     assert int(ds.NumberOfFrames) == 6
@@ -278,4 +278,35 @@ def test_inversion_time_and_scanning_sequence(tmp_path):
     enhanced = convert_one(tmp_path / "s", enhanced=True)[0]
     modifier = enhanced.SharedFunctionalGroupsSequence[0].MRModifierSequence[0]
     assert modifier.InversionRecovery == "YES" and float(modifier.InversionTimes) == 1200.0
+    assert dciodvfy_errors(enhanced, tmp_path) == []
+
+
+def test_variable_repetition_time_is_per_frame(tmp_path):
+    # A RARE-VTR-like scan: one TR per frame of the first group.
+    Scan(ramp(3, 4, 4), version="7", frame_groups=[(3, "FG_CYCLE", "<TR>", 0, 1)],
+         dep_vals=[("VisuAcqRepetitionTime", 0)],
+         extra={"VisuAcqRepetitionTime": np.array([400.0, 1200.0, 5000.0])}).write(tmp_path / "s", 15)
+    assert [float(ds.RepetitionTime) for ds in convert_one(tmp_path / "s")] == [400.0, 1200.0, 5000.0]
+    enhanced = convert_one(tmp_path / "s", enhanced=True)[0]
+    per_frame = [float(i.MRTimingAndRelatedParametersSequence[0].RepetitionTime)
+                 for i in enhanced.PerFrameFunctionalGroupsSequence]
+    assert per_frame == [400.0, 1200.0, 5000.0]
+    assert dciodvfy_errors(enhanced, tmp_path) == []
+
+
+def test_acquisition_type_comes_from_the_encoding_not_the_storage(tmp_path):
+    # A 3D acquisition stored as 2D frames (VisuCoreDim 2) is still 3D.
+    scan = Scan(ramp(2, 4, 4), version="360", frame_groups=[(2, "FG_SLICE", "", 0, 1)],
+                dep_vals=[("VisuCorePosition", 0)], position=np.array([[0, 0, 0], [0, 0, 1.0]]),
+                extra={"VisuAcqEchoSequenceType": Sym("Both"),
+                       "VisuAcqEncodingOrder": [Sym("LinearEncoding"), Sym("CentricEncoding")]})
+    scan.acqp = {"ACQ_dim": 3}
+    scan.write(tmp_path / "s", 16)
+    ds = convert_one(tmp_path / "s")[0]
+    assert ds.MRAcquisitionType == "3D"
+    assert list(ds.ScanningSequence) == ["SE", "GR"]
+    enhanced = convert_one(tmp_path / "s", enhanced=True)[0]
+    assert enhanced.MRAcquisitionType == "3D"
+    assert enhanced.EchoPulseSequence == "BOTH"
+    assert enhanced.RectilinearPhaseEncodeReordering == "CENTRIC"
     assert dciodvfy_errors(enhanced, tmp_path) == []
