@@ -10,8 +10,8 @@ implementer, made here once:
   sequence and replaces the UIDs inside it.
 - Options. When several chosen options name an attribute, K (retain) wins over C (clean), and any option
   wins over the basic action. Full and modified longitudinal dates cannot both be chosen.
-- D. A dummy of the element's VR; for Patient ID and Patient's Name a keyed pseudonym instead (so a
-  subject's studies stay together in the archive), or whatever an earlier Pseudonymize set. A sequence
+- D. A dummy of the element's VR; for Patient ID a keyed pseudonym instead (so a subject's studies stay
+  together in the archive). Patient ID and Patient's Name set by an earlier Pseudonymize are kept. A sequence
   with D keeps its items, de-identified by the profile, and free text in them (Text Value, Unformatted
   Text Value) becomes a dummy.
 - C. Dates are shifted by the per-subject keyed offset (the same one ShiftDates uses), times kept; free

@@ -73,12 +73,12 @@ class _Builder:
         rules = []
         for index, element in enumerate(root.findall("Rule"), start=1):
             rules.append(self.rule(element, index))
-        names = [r.name for r in rules if r.name]
+        seen: set[str] = set()
         for element in root.findall("Rule"):
             name = element.get("name")
-            if name and names.count(name) > 1:
+            if name and name in seen:
                 self.problem(element, f"rule name {name!r} is used more than once")
-                names = [n for n in names if n != name]
+            seen.add(name)
         return RuleSet(root.get("name"), rules, source, root.get("version"))
 
     def rule(self, element: etree._Element, index: int) -> Rule:
