@@ -40,6 +40,7 @@ INSTANCE_ATTRIBUTES = (0x00080005, 0x00080016, 0x00080018, 0x00080056, 0x0008020
 ONLY_AT = {0x00201206: Level.STUDY, 0x00201208: Level.STUDY, 0x00080061: Level.STUDY, 0x00080062: Level.STUDY,
            0x00201209: Level.SERIES}
 
+LARGEST_COUNT = 2**62
 ADDITIONAL_RESULTS = '"There are additional results that can be requested"'
 
 
@@ -222,7 +223,8 @@ def _integer(value: str | None, name: str, minimum: int) -> int | None:
     number = int(value)
     if number < minimum:
         raise BadRequest(f"{name} must be at least {minimum}")
-    return number
+    # Past any archive's size; keeps the number within the backends' 64-bit integers.
+    return min(number, LARGEST_COUNT)
 
 
 def _first(doc: dict[str, Any], tag: int) -> str:
