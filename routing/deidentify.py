@@ -37,7 +37,6 @@ from .actions import (
     Action,
     LONGITUDINAL_TEMPORAL,
     map_uid_value,
-    parse_da,  # noqa: F401  (re-exported for tests of date handling)
     remove_private,
     shift_da,
     shift_dt,

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from .actions import Action
 from .changes import Change, PendingChange, diff, resolve_all, snapshot
-from .conditions import Always, Condition
+from .conditions import Condition
 from .copying import cheap_copy
 from .context import Context
 from .errors import ActionFailed, RuleApplicationError, RuleSetError
@@ -137,4 +137,4 @@ def load_ruleset(path_or_bytes: str | Path | bytes, base_dir: str | Path | None 
 
 
 __all__ = ["RuleSet", "Rule", "RoutingResult", "Change", "load_ruleset", "RuleSetError", "RuleApplicationError",
-           "DECISIONS", "Always"]
+           "DECISIONS"]

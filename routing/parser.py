@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from dopamine_py.matching import QueryError, parse_condition
+from dopamine_py.matching import QueryError
 
 from . import keyed
 from .actions import (
@@ -40,7 +40,6 @@ from .conditions import (
     ElementMatch,
     Negation,
     SourceMatch,
-    has_wildcard,
 )
 from .deidentify import OPTIONS, Deidentify, load_table
 from .engine import PlacedAction, Rule, RuleSet

@@ -130,9 +130,11 @@ def parse_path(text: str, creator: str | None = None) -> ElementPath:
             raise PathError(f"{name!r} in {text!r} is not a sequence, so nothing can follow it")
         steps.append(Step(tag, int(index) if index is not None else None))
     if creator and not steps[-1].private:
-        # A creator given with a full private tag: resolve through the creator, ignoring the block byte.
         tag = steps[-1].tag
-        if (tag >> 16) % 2 and tag & 0xFF00:
+        if not (tag >> 16) % 2:
+            raise PathError(f"{text!r} is a standard attribute: creator=\"...\" applies only to private tags")
+        # A creator given with a full private tag: resolve through the creator, ignoring the block byte.
+        if tag & 0xFF00:
             steps[-1] = Step((tag & 0xFFFF0000) | (tag & 0xFF), None, True)
     return ElementPath(text, tuple(steps), creator)
 

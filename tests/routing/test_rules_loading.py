@@ -163,6 +163,7 @@ def test_semantic_checks():
         '<Deidentify profile="extended"/>': "attribute 'profile'",
         '<Forward destination="A_VERY_LONG_AE_TITLE_X"/>': "attribute 'destination'",
         '<EmptyElement tag="PatientName[0]"/>': "an index [n] only applies to a sequence",
+        '<EmptyElement tag="PatientName" creator="ACME"/>': "applies only to private tags",
     }
     for action, expected in cases.items():
         message = str(error_of(f'<RuleSet name="t"><Rule><Action>{action}</Action></Rule></RuleSet>'))
