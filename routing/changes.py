@@ -63,6 +63,9 @@ def _decoded(entry: tuple[Any, Any, Dataset]) -> tuple[str, Any]:
     """(VR, comparable value) of a snapshot entry, decoding a raw element if needed."""
     element, value, ds = entry
     if isinstance(element, RawDataElement):
+        if element.value is None and element.length not in (0, 0xFFFFFFFF):
+            # A value the parser deferred (large): described, never read from the source for this.
+            return vr_of(element.tag, element), f"<{element.length} bytes, not read>"
         element = convert_raw_data_element(element, ds=ds)
         value = element.value
     if element.VR == "SQ":

@@ -393,3 +393,23 @@ def test_action_failure_refuses_the_data_set_and_names_rule_and_line():
 def test_set_element_value_of_the_wrong_type_is_a_clear_error():
     with pytest.raises(RuleApplicationError, match="'many' is not a valid US value for Rows"):
         apply('<SetElement tag="Rows" value="many"/>')
+
+
+def test_data_set_parsed_with_deferred_values_as_the_archive_does():
+    """The archive parses received files without reading large values; rules must still work and the
+    changes must describe those values without reading them."""
+    import io
+
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    data = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    ds = dcmread(io.BytesIO(data), defer_size=64)
+    result = load_ruleset("rules/basic-profile.xml").apply(ds, None, SECRETS)
+    removed = {c.path: c.old for c in result.changes_of("removed")}
+    assert removed["(0043,1029)"] == "<2068 bytes, not read>"
+    buffer = io.BytesIO()
+    result.dataset.save_as(buffer)
+    again = dcmread(io.BytesIO(buffer.getvalue()))
+    assert again.PixelData == dcmread(io.BytesIO(data)).PixelData
+    assert again.PatientIdentityRemoved == "YES"
