@@ -175,3 +175,11 @@ def test_command_line_client_searches(archive_server, samples):
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 1
+
+
+def test_no_match_is_an_empty_array(archive_server):
+    response = requests.get(f"{archive_server.dicomweb_url}/studies", params={"PatientID": "nobody"}, timeout=30)
+    assert response.status_code == 200 and response.json() == []
+    xml = requests.get(f"{archive_server.dicomweb_url}/series", params={"PatientID": "nobody"}, timeout=30,
+                       headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    assert xml.status_code == 200 and xml.content.startswith(b"--") and xml.content.rstrip().endswith(b"--")

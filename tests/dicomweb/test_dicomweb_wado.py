@@ -204,3 +204,15 @@ def test_command_line_client_retrieves(archive_server, samples, tmp_path):
     proc = subprocess.run(base + ["metadata"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert sop in proc.stdout
+
+
+def test_metadata_as_xml(archive_server, samples):
+    ct = samples["CT_small.dcm"]
+    response = requests.get(instance_url(archive_server, ct) + "/metadata", timeout=30,
+                            headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    assert response.status_code == 200
+    [(headers, content)] = multipart_parts(response)
+    assert headers["content-type"] == "application/dicom+xml"
+    assert b'<DicomAttribute tag="00080018" vr="UI" keyword="SOPInstanceUID"><Value number="1">' \
+           + ct.uids[2].encode() in content
+    assert b'<BulkData uri="' in content
