@@ -140,10 +140,8 @@ class Search:
         if tag_key(SPECIFIC_CHARACTER_SET) in doc:
             # Documents hold Unicode and DICOM JSON is UTF-8, whatever the stored data set said.
             doc[tag_key(SPECIFIC_CHARACTER_SET)] = {"vr": "CS", "Value": ["ISO_IR 192"]}
-        bulk = None
-        if self.level == Level.IMAGE:
-            def bulk(path: str) -> str:
-                return f"{url}/bulkdata/{path}"
+        # Bulk data belongs to one instance: referenced at the instance level, left out above it.
+        bulk = (lambda path: f"{url}/bulkdata/{path}") if self.level == Level.IMAGE else None
         wire = to_wire(doc, bulk, only=wanted)
         # Explicitly asked for but absent: present and empty, as C-FIND answers.
         for tag in set(self.included) | set(self.query.return_tags):

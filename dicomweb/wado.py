@@ -9,7 +9,6 @@ import logging
 from typing import Any, Iterator
 
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
