@@ -149,11 +149,13 @@ def write_corpus(folder: Path, spec: CorpusSpec = CorpusSpec()) -> list[Path]:
     manifest = folder / MANIFEST
     if manifest.exists():
         saved = json.loads(manifest.read_text())
-        if saved.get("spec") == asdict(spec):
-            paths = [folder / name for name in saved["files"]]
-            if all(p.exists() for p in paths):
-                return paths
+        if saved.get("spec") == asdict(spec) and sorted(saved["files"]) == sorted(p.name for p in folder.glob("CT*.dcm")):
+            return [folder / name for name in saved["files"]]
     folder.mkdir(parents=True, exist_ok=True)
+    # Another spec's files would be sent along by a sender that scans the folder.
+    manifest.unlink(missing_ok=True)
+    for stale in folder.glob("CT*.dcm"):
+        stale.unlink()
     width = len(str(spec.instances))
     paths = []
     for index, ds in enumerate(datasets(spec)):

@@ -128,21 +128,25 @@ class Running:
     port: int
     count: Callable[[], int]
     stop: Callable[[], None]
+    pid: int  # of the server process, for a profiler to attach to
 
 
 def start_sink(work_dir: Path) -> Running:
     """storescp --ignore: receives every C-STORE and discards it; the sender's ceiling."""
+    work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(work_dir / "storescp.log", "wb")
     process = subprocess.Popen(["storescp", "--ignore", "-aet", "SINK", str(port)], stdout=log,
                                stderr=subprocess.STDOUT, env=DCMTK_ENV, preexec_fn=die_with_parent)
     log.close()
     _wait_for_port(port, process, "storescp")
-    return Running("SINK", port, count=lambda: -1, stop=lambda: _terminate(process))
+    return Running("SINK", port, count=lambda: -1, stop=lambda: _terminate(process),
+                   pid=process.pid)
 
 
 def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60) -> Running:
     """`dopamine serve` with the embedded store in ``work_dir``, on free ports of 127.0.0.1."""
+    work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
     dimse_port, http_port = free_port(), free_port()
     log_path = work_dir / "serve.log"
@@ -172,12 +176,13 @@ def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60) -
         finally:
             archive.backend.close()
 
-    return Running(aet, dimse_port, count=count, stop=lambda: _terminate(process))
+    return Running(aet, dimse_port, count=count, stop=lambda: _terminate(process), pid=process.pid)
 
 
 def start_reference(work_dir: Path) -> Running:
     orthanc = start_orthanc(work_dir, allowed_peers={SCU_AET: "127.0.0.1"})
-    return Running(orthanc.aet, orthanc.dimse_port, count=orthanc.count_instances, stop=orthanc.stop)
+    return Running(orthanc.aet, orthanc.dimse_port, count=orthanc.count_instances, stop=orthanc.stop,
+                   pid=orthanc.process.pid)
 
 
 ARCHIVES: dict[str, Callable[[Path], Running]] = {"Dopamine": start_dopamine, "Orthanc": start_reference}
@@ -213,7 +218,7 @@ def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: flo
 def measure(start: Callable[[Path], Running], work_dir: Path, sender: Sender,
             warmup: list[Path], corpus: list[Path], verify: bool = True) -> float:
     """One run: a fresh archive, the untimed warm-up, the timed corpus; instances per second."""
-    work_dir.mkdir(parents=True)
+    work_dir.mkdir(parents=True)  # a fresh, empty folder: each run starts from an empty store
     running = start(work_dir)
     try:
         sender.send(warmup, running.aet, running.port)
