@@ -273,10 +273,12 @@ def test_movescu_to_storescp_registered_as_peer(cohort_server, tmp_path):
 @pytest.fixture(scope="module")
 def samples_server(tmp_path_factory):
     """pydicom's samples reuse SOP Instance UIDs across encodings of one image (MR_small, its RLE and
-    big endian versions): the archive replaces on duplicates so that each round trip sees its own file."""
+    big endian versions): the archive replaces on duplicates so that each round trip sees its own file.
+    Access rules are not what these tests are about: a configuration file turns their enforcement on by
+    default, so this one turns it off."""
     base = tmp_path_factory.mktemp("samples")
     config = base / "dopamine.toml"
-    config.write_text('[storage]\nduplicate_policy = "replace"\n')
+    config.write_text('[storage]\nduplicate_policy = "replace"\n\n[auth]\nenforce = false\n')
     server = start_server(base / "data", config=config)
     yield server
     server.stop()
