@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -40,6 +40,7 @@ log = logging.getLogger("dopamine.archive")
 # DIMSE statuses the ingest path can produce (PS3.4 B.2.3, PS3.7 C).
 SUCCESS = 0x0000
 DUPLICATE_SOP_INSTANCE = 0x0111
+NOT_AUTHORIZED = 0x0124
 OUT_OF_RESOURCES = 0xA700
 DATA_SET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -67,6 +68,10 @@ COMPUTED = {
 }
 # Computed attributes that can be matched: a group qualifies when one of its instances has the value.
 MATCHED_THROUGH = {0x00080061: 0x00080060, 0x00080062: 0x00080016}
+
+
+# The sender's Store right: whether a data set (its document, as it would be stored) may be stored.
+Permits = Callable[[dict[str, Any]], bool]
 
 
 @dataclass(frozen=True)
@@ -112,76 +117,82 @@ class ArchiveService:
     # ------------------------------------------------------------------------------------------- ingest
 
     def store_file(self, path: str | Path, source: Source, *, take_ownership: bool = False,
-                   expected_sop_class: str | None = None, expected_sop_instance: str | None = None) -> StoreResult:
+                   expected_sop_class: str | None = None, expected_sop_instance: str | None = None,
+                   permits: Permits | None = None) -> StoreResult:
         """Store a DICOM file. With ``take_ownership`` the backend may move the file instead of copying it.
 
         ``expected_*`` are what the sender announced (the C-STORE request); a data set that says otherwise
-        is refused.
+        is refused. ``permits`` is the sender's access right: the data set, as it would be stored, must
+        satisfy it or nothing is stored.
         """
         path = Path(path)
         expected = (expected_sop_class, expected_sop_instance)
         try:
             size = path.stat().st_size
             if size <= IN_MEMORY_LIMIT:
-                return self.store_bytes(path.read_bytes(), source, name=str(path), expected=expected)
+                return self.store_bytes(path.read_bytes(), source, name=str(path), expected=expected, permits=permits)
             with open(path, "rb") as f:
-                ds = self._parse(f, size, str(path), expected)
+                ds = self._parse(f, size, expected)
         except BadInstance as exc:
-            return self._failed(None, str(exc), exc.dimse_status, source)
+            return self._failed(None, str(exc), exc.dimse_status, source, str(path))
         except OSError as exc:
-            return self._failed(None, f"cannot read {path}: {exc.strerror or exc}", OUT_OF_RESOURCES, source)
-        return self._store(ds, Original(path=path, owned=take_ownership), source)
+            return self._failed(None, f"cannot read the file: {exc.strerror or exc}", OUT_OF_RESOURCES, source, str(path))
+        return self._store(ds, Original(path=path, owned=take_ownership), source, permits)
 
     def store_bytes(self, data: bytes, source: Source, name: str = "data set",
-                    expected: tuple[str | None, str | None] = (None, None)) -> StoreResult:
+                    expected: tuple[str | None, str | None] = (None, None), permits: Permits | None = None) -> StoreResult:
         try:
-            ds = self._parse(io.BytesIO(data), len(data), name, expected)
+            ds = self._parse(io.BytesIO(data), len(data), expected)
         except BadInstance as exc:
-            return self._failed(None, str(exc), exc.dimse_status, source)
-        return self._store(ds, Original(data=data), source)
+            return self._failed(None, str(exc), exc.dimse_status, source, name)
+        return self._store(ds, Original(data=data), source, permits)
 
-    def store_dataset(self, ds: Dataset, source: Source) -> StoreResult:
+    def store_dataset(self, ds: Dataset, source: Source, permits: Permits | None = None) -> StoreResult:
         """Store a data set built in memory (conversion, tests); it is encoded as a Part 10 file first."""
         buffer = io.BytesIO()
         try:
             ds.save_as(buffer, enforce_file_format=True)
         except Exception as exc:  # pydicom raises several types for unencodable data sets
             return self._failed(getattr(ds, "SOPInstanceUID", None), f"cannot encode data set: {exc}", CANNOT_UNDERSTAND, source)
-        return self.store_bytes(buffer.getvalue(), source)
+        return self.store_bytes(buffer.getvalue(), source, permits=permits)
 
-    def _parse(self, f: BinaryIO, size: int, name: str, expected: tuple[str | None, str | None] = (None, None)) -> Dataset:
+    def _parse(self, f: BinaryIO, size: int, expected: tuple[str | None, str | None] = (None, None)) -> Dataset:
         threshold = self.document_options.bulk_data_threshold
         try:
             # Large values are not read: the document skips them and the original keeps them.
             ds = dcmread(f, defer_size=max(threshold, 1024), force=False)
         except InvalidDicomError as exc:
-            raise BadInstance(f"{name}: not a DICOM file with File Meta Information ({exc})") from None
+            raise BadInstance(f"not a DICOM file with File Meta Information ({exc})") from None
         except Exception as exc:  # truncated or corrupt: pydicom raises many types
-            raise BadInstance(f"{name}: cannot parse DICOM data ({type(exc).__name__}: {exc})") from None
+            raise BadInstance(f"cannot parse DICOM data ({type(exc).__name__}: {exc})") from None
         ts = ds.file_meta.get("TransferSyntaxUID")
         if not ts:
-            raise BadInstance(f"{name}: File Meta Information has no Transfer Syntax UID")
+            raise BadInstance(f"File Meta Information has no Transfer Syntax UID")
         if not UID(ts).is_transfer_syntax:
-            raise BadInstance(f"{name}: unknown transfer syntax {ts}")
-        _check_complete(ds, size, name)
+            raise BadInstance(f"unknown transfer syntax {ts}")
+        _check_complete(ds, size)
         missing = [k for k, t in REQUIRED_UIDS.items() if not ds.get(t) or not ds[t].value]
         if missing:
-            raise BadInstance(f"{name}: missing {', '.join(missing)}", DATA_SET_DOES_NOT_MATCH)
+            raise BadInstance(f"missing {', '.join(missing)}", DATA_SET_DOES_NOT_MATCH)
         sop_class, sop_instance = expected
         if sop_class and str(ds.SOPClassUID) != sop_class:
-            raise BadInstance(f"{name}: SOP Class UID {ds.SOPClassUID} is not the announced {sop_class}",
+            raise BadInstance(f"SOP Class UID not the announced one: {ds.SOPClassUID}, announced {sop_class}",
                               DATA_SET_DOES_NOT_MATCH)
         if sop_instance and str(ds.SOPInstanceUID) != sop_instance:
-            raise BadInstance(f"{name}: SOP Instance UID {ds.SOPInstanceUID} is not the announced {sop_instance}",
+            raise BadInstance(f"SOP Instance UID not the announced one: {ds.SOPInstanceUID}, announced {sop_instance}",
                               DATA_SET_DOES_NOT_MATCH)
         return ds
 
-    def _store(self, ds: Dataset, original: Original, source: Source) -> StoreResult:
+    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None) -> StoreResult:
         sop_uid = str(ds.SOPInstanceUID)
         try:
             document = to_document(ds, self.document_options)
         except Exception as exc:  # a value pydicom cannot decode
             return self._failed(sop_uid, f"cannot decode data set: {type(exc).__name__}: {exc}", CANNOT_UNDERSTAND, source)
+        if permits is not None and not permits(document):
+            reason = "not authorized: the data set matches none of the sender's Store rules"
+            log.warning("refused %s from %s: %s", sop_uid, source.protocol, reason)
+            return StoreResult("rejected", sop_uid, reason, NOT_AUTHORIZED)
         record = InstanceRecord(
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.SOPClassUID),
@@ -222,8 +233,10 @@ class ArchiveService:
         log.warning("duplicate %s %s: %s", uid, where, reasons[outcome])
         return StoreResult("duplicate" if outcome != PutOutcome.REPLACED else "stored", uid, reasons[outcome], SUCCESS, outcome)
 
-    def _failed(self, uid: str | None, reason: str, status: int, source: Source) -> StoreResult:
-        log.error("refused %s from %s: %s", uid or "data set", source.protocol, reason)
+    def _failed(self, uid: str | None, reason: str, status: int, source: Source, name: str | None = None) -> StoreResult:
+        """A refusal. ``reason`` is for the sender (DIMSE Error Comment, STOW, import summary): it names no
+        local file; the log line adds which file or data set it was."""
+        log.error("refused %s from %s: %s", uid or name or "data set", source.protocol, reason)
         return StoreResult("failed", uid, reason, status)
 
     # -------------------------------------------------------------------------------------------- query
@@ -293,19 +306,19 @@ def computed_attributes(found: Found, level: Level) -> dict[str, dict[str, Any]]
     return out
 
 
-def _check_complete(ds: Dataset, size: int, name: str) -> None:
+def _check_complete(ds: Dataset, size: int) -> None:
     """Refuse a truncated data set: pydicom reads a short last value without complaint."""
     for tag in ds.keys():
         raw = ds.get_item(tag, keep_deferred=True)  # never read a deferred (large) value
         if isinstance(raw, RawDataElement):
             if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > size:
-                raise BadInstance(f"{name}: truncated: element {tag} runs past the end of the data")
+                raise BadInstance(f"truncated: element {tag} runs past the end of the data")
     pixels = ds.get_item(0x7FE00010, keep_deferred=True)
     if pixels is not None and not isinstance(pixels, RawDataElement) and isinstance(pixels.value, bytes):
         if not ds.file_meta.TransferSyntaxUID.is_compressed:
             expected = _native_pixel_bytes(ds)
             if expected and len(pixels.value) < expected:
-                raise BadInstance(f"{name}: truncated: Pixel Data has {len(pixels.value)} of {expected} bytes")
+                raise BadInstance(f"truncated: Pixel Data has {len(pixels.value)} of {expected} bytes")
 
 
 def _native_pixel_bytes(ds: Dataset) -> int | None:

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("aet")
     rm.set_defaults(run=cmd_peer_remove)
 
+    from acl.cli import register as register_access_commands
+
+    register_access_commands(commands, _add_store_options)
+
     bruker = commands.add_parser("bruker", help="Bruker ParaVision data sets")
     bruker_commands = bruker.add_subparsers(dest="bruker_command", required=True)
     convert = bruker_commands.add_parser("convert", help="convert to DICOM files (nothing is stored)")
@@ -86,6 +90,12 @@ def open_archive(settings: Settings):
                           document_options=settings.document_options)
 
 
+def open_access_control(archive, settings: Settings):
+    from acl import AccessControl, AclStore
+
+    return AccessControl.from_settings(settings, AclStore.for_backend(archive.backend))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -113,8 +123,10 @@ def cmd_serve(args, settings: Settings) -> int:
 
     log = logging.getLogger("dopamine")
     archive = open_archive(settings)
+    access = open_access_control(archive, settings)
     server = DimseServer(
         archive,
+        access,
         aet=settings["server.aet"],
         host=settings["server.host"],
         port=settings["server.dimse_port"],
@@ -134,7 +146,14 @@ def cmd_serve(args, settings: Settings) -> int:
         return 1
     log.info("storage: %s (%s)", archive.backend.name,
              settings["storage.mongodb_uri"] or settings.data_dir.resolve())
-    log.warning("ACCESS CONTROL IS NOT ENABLED: every association and request is accepted")
+    if access.enforce:
+        from acl import first_run_advice
+
+        advice = first_run_advice(access.store)
+        if advice:
+            print(advice, flush=True)
+    else:
+        log.warning("ACCESS CONTROL IS NOT ENFORCED (auth.enforce = false): every request is accepted")
     host = settings["server.host"]
     print(f"Dopamine-py ready: DIMSE {settings['server.aet']}@{host}:{settings['server.dimse_port']}, "
           f"DICOMweb http://{host}:{settings['server.http_port']}/dicom-web", flush=True)

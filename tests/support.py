@@ -80,9 +80,14 @@ def dopamine_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dopamine_py.cli", *args]
 
 
-def start_server(data_dir: Path, *, aet: str = "DOPAMINE", config: Path | None = None,
+def start_server(data_dir: Path, *, aet: str = "DOPAMINE", config: Path | None = None, access: str = "open",
                  extra_args: tuple[str, ...] = (), env: dict | None = None, timeout: float = 30) -> Server:
+    """Start `dopamine serve`. ``access="open"`` (for tests about something else than access control)
+    runs it with ``auth.enforce = false`` unless a config file is given; ``"enforced"`` runs it as shipped."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    if config is None and access == "open":
+        config = data_dir.parent / f"open-access-{data_dir.name}.toml"
+        config.write_text("[auth]\nenforce = false\n")
     dimse_port, http_port = free_port(), free_port()
     log_path = data_dir.parent / f"serve-{dimse_port}.log"
     args = ["serve", "--data-dir", str(data_dir), "--aet", aet, "--host", "127.0.0.1",

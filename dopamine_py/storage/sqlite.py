@@ -234,7 +234,7 @@ class SQLiteBackend(Backend):
                     (self.data_dir / blob_path).unlink(missing_ok=True)
                 if "full" in str(exc).lower():
                     raise StorageFull(errno.ENOSPC, str(exc)) from exc
-                raise
+                raise OSError(errno.EIO, f"database write failed: {exc}") from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
