@@ -35,7 +35,7 @@ INSTANCE = SERIES + "/instances/{instance}"
 NOT_GZIPPED = DEFAULT_EXCLUDED_CONTENT_TYPES + ("multipart/*", "application/dicom", "application/octet-stream")
 
 
-def create_app(archive: ArchiveService, settings) -> Starlette:
+def create_app(archive: ArchiveService, settings, access=None) -> Starlette:
     def route(path: str, handler: Callable, *args, methods=("GET",)) -> Route:
         # Plain functions: Starlette runs them in its thread pool, so archive calls never block the loop.
         def endpoint(request):

@@ -140,7 +140,7 @@ def cmd_serve(args, settings: Settings) -> int:
     except OSError as exc:
         print(f"dopamine: cannot listen on {settings['server.host']}:{settings['server.dimse_port']}: {exc}", file=sys.stderr)
         return 1
-    http = _start_http(archive, settings)
+    http = _start_http(archive, settings, access)
     if http is None:
         server.stop()
         return 1
@@ -168,7 +168,7 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
-def _start_http(archive, settings: Settings):
+def _start_http(archive, settings: Settings, access):
     """Start uvicorn with the DICOMweb app in a thread; None (and a message) when it cannot listen."""
     import time
 
@@ -178,7 +178,7 @@ def _start_http(archive, settings: Settings):
 
     from dicomweb.app import BASE_PATH, create_app
 
-    app = Starlette(routes=[Mount(BASE_PATH, app=create_app(archive, settings))])
+    app = Starlette(routes=[Mount(BASE_PATH, app=create_app(archive, settings, access))])
     config = uvicorn.Config(app, host=settings["server.host"], port=settings["server.http_port"],
                             log_level="warning", lifespan="off")
     http = uvicorn.Server(config)
