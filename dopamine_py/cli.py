@@ -176,9 +176,11 @@ def _start_http(archive, settings: Settings, access):
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
+    from dicomweb.admin import create_admin_app
     from dicomweb.app import BASE_PATH, create_app
 
-    app = Starlette(routes=[Mount(BASE_PATH, app=create_app(archive, settings, access))])
+    app = Starlette(routes=[Mount(BASE_PATH, app=create_app(archive, settings, access)),
+                            Mount("/admin", app=create_admin_app(archive, settings, access))])
     config = uvicorn.Config(app, host=settings["server.host"], port=settings["server.http_port"],
                             log_level="warning", lifespan="off")
     http = uvicorn.Server(config)
