@@ -41,6 +41,8 @@ log = logging.getLogger("dopamine.archive")
 SUCCESS = 0x0000
 DUPLICATE_SOP_INSTANCE = 0x0111
 NOT_AUTHORIZED = 0x0124
+REFUSED = 0x0124  # a routing rule refused it: the archive's policy, like an access right
+QUARANTINE = "quarantine"  # record kind of the quarantine list
 OUT_OF_RESOURCES = 0xA700
 DATA_SET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -94,7 +96,8 @@ class StoreResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("stored", "duplicate")
+        """Acknowledged: the sender may forget it (quarantined instances are durably kept too)."""
+        return self.status in ("stored", "duplicate", "quarantined")
 
 
 class BadInstance(ValueError):
@@ -107,12 +110,26 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+@dataclass
+class Routing:
+    """What the archive needs to route incoming data sets (see router.py). All optional pieces of the
+    archive: without a router nothing is routed; without a forward queue Forward decisions are logged."""
+
+    router: Any  # router.Router
+    quarantine: Backend  # a store of its own: quarantined data never shows in queries
+    records: Any  # storage.records.RecordStore: provenance and the quarantine list
+    forward: Any = None  # forwarding.ForwardQueue
+    on_error: str = "reject"  # or "quarantine": what a data set on which a rule failed becomes
+    keep_original_values: bool = True
+
+
 class ArchiveService:
     def __init__(self, backend: Backend, *, duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
-                 document_options: DocumentOptions = DocumentOptions()) -> None:
+                 document_options: DocumentOptions = DocumentOptions(), routing: Routing | None = None) -> None:
         self.backend = backend
         self.duplicate_policy = duplicate_policy
         self.document_options = document_options
+        self.routing = routing
 
     # ------------------------------------------------------------------------------------------- ingest
 
@@ -149,12 +166,11 @@ class ArchiveService:
 
     def store_dataset(self, ds: Dataset, source: Source, permits: Permits | None = None) -> StoreResult:
         """Store a data set built in memory (conversion, tests); it is encoded as a Part 10 file first."""
-        buffer = io.BytesIO()
         try:
-            ds.save_as(buffer, enforce_file_format=True)
+            data = encode_part10(ds)
         except Exception as exc:  # pydicom raises several types for unencodable data sets
             return self._failed(getattr(ds, "SOPInstanceUID", None), f"cannot encode data set: {exc}", CANNOT_UNDERSTAND, source)
-        return self.store_bytes(buffer.getvalue(), source, permits=permits)
+        return self.store_bytes(data, source, permits=permits)
 
     def _parse(self, f: BinaryIO, size: int, expected: tuple[str | None, str | None] = (None, None)) -> Dataset:
         threshold = self.document_options.bulk_data_threshold
@@ -183,16 +199,49 @@ class ArchiveService:
                               DATA_SET_DOES_NOT_MATCH)
         return ds
 
-    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None) -> StoreResult:
+    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None,
+               route: bool = True) -> StoreResult:
+        received_uid = str(ds.SOPInstanceUID)
+        outcome = None
+        if route and self.routing is not None:
+            from .router import RuleApplicationError
+
+            try:
+                outcome = self.routing.router.route(ds, source)
+            except RuleApplicationError as exc:
+                reason = f"routing rule failed: {exc}"
+                if self.routing.on_error == "quarantine":
+                    # The data set as received: never half-processed.
+                    return self._keep(ds, original, source, permits, quarantine_reason=reason)
+                return self._refused(received_uid, reason, REFUSED, source)
+            if outcome is not None:
+                if outcome.decision == "reject":
+                    return self._refused(received_uid, f"rejected by rule: {outcome.reason or 'no reason given'}",
+                                         REFUSED, source)
+                if outcome.modified:
+                    ds = outcome.dataset
+                    try:
+                        original = Original(data=encode_part10(ds))
+                    except Exception as exc:  # pydicom raises several types for data sets it cannot encode
+                        return self._failed(received_uid, f"cannot encode the routed data set: {exc}",
+                                            CANNOT_UNDERSTAND, source)
+        reason = None
+        if outcome is not None and outcome.decision == "quarantine":
+            reason = outcome.reason or "quarantined by rule"
+        return self._keep(ds, original, source, permits, quarantine_reason=reason, outcome=outcome,
+                          received_uid=received_uid)
+
+    def _keep(self, ds: Dataset, original: Original, source: Source, permits: Permits | None, *,
+              quarantine_reason: str | None = None, outcome: Any = None, received_uid: str | None = None) -> StoreResult:
+        """Store in the archive, or in the quarantine when there is a reason to."""
         sop_uid = str(ds.SOPInstanceUID)
         try:
             document = to_document(ds, self.document_options)
         except Exception as exc:  # a value pydicom cannot decode
             return self._failed(sop_uid, f"cannot decode data set: {type(exc).__name__}: {exc}", CANNOT_UNDERSTAND, source)
         if permits is not None and not permits(document):
-            reason = "not authorized: the data set matches none of the sender's Store rules"
-            log.warning("refused %s from %s: %s", sop_uid, source.protocol, reason)
-            return StoreResult("rejected", sop_uid, reason, NOT_AUTHORIZED)
+            return self._refused(sop_uid, "not authorized: the data set matches none of the sender's Store rules",
+                                 NOT_AUTHORIZED, source)
         record = InstanceRecord(
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.SOPClassUID),
@@ -207,13 +256,68 @@ class ArchiveService:
             received_at=_now(),
             source=dataclasses.asdict(source),
         )
+        store = self.routing.quarantine if quarantine_reason and self.routing else self.backend
         try:
-            outcome = self.backend.put(record, original, self.duplicate_policy)
+            put = store.put(record, original, self.duplicate_policy)
         except StorageFull as exc:
             return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
         except (OSError, OverflowError) as exc:
             return self._failed(sop_uid, f"storage error: {exc}", OUT_OF_RESOURCES, source)
-        return self._result(record, outcome, source)
+        if quarantine_reason and self.routing:
+            self.routing.records.insert(QUARANTINE, {"sop_instance_uid": sop_uid, "reason": quarantine_reason,
+                                                     "at": _now(), "source": dataclasses.asdict(source)})
+            log.warning("quarantined %s from %s: %s", sop_uid, source.protocol, quarantine_reason)
+            result = StoreResult("quarantined", sop_uid, quarantine_reason, SUCCESS, put)
+        else:
+            result = self._result(record, put, source)
+        if outcome is not None and result.ok:
+            self._after_routing(record, outcome, source, received_uid or sop_uid, result)
+        return result
+
+    def _after_routing(self, record: InstanceRecord, outcome: Any, source: Source, received_uid: str,
+                       result: StoreResult) -> None:
+        from .router import PROVENANCE, provenance_record
+
+        self.routing.records.insert(PROVENANCE, provenance_record(
+            record.sop_instance_uid, received_uid, source, outcome, self.routing.keep_original_values))
+        if result.status == "quarantined" or result.outcome == PutOutcome.IDENTICAL_DUPLICATE:
+            return
+        for destination in outcome.forward:
+            if self.routing.forward is None:
+                log.error("cannot forward %s to %s: no forward queue", record.sop_instance_uid, destination)
+            else:
+                self.routing.forward.enqueue(record.sop_instance_uid, destination)
+
+    def _refused(self, uid: str, reason: str, status: int, source: Source) -> StoreResult:
+        log.warning("refused %s from %s: %s", uid, source.protocol, reason)
+        return StoreResult("rejected", uid, reason, status)
+
+    # ----------------------------------------------------------------------------------------- quarantine
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The quarantine list (for admins): SOP Instance UID, reason, when, from where."""
+        return self.routing.records.find(QUARANTINE) if self.routing else []
+
+    def release(self, sop_instance_uid: str, actor: str) -> StoreResult:
+        """Move a quarantined instance into the archive, as it is (its rules already ran)."""
+        if self.routing is None:
+            raise KeyError(sop_instance_uid)
+        with self.routing.quarantine.open_original(sop_instance_uid) as f:
+            data = f.read()
+        ds = self._parse(io.BytesIO(data), len(data))
+        result = self._keep(ds, Original(data=data), Source(protocol="quarantine-release", user=actor), None)
+        if result.ok:
+            self.discard(sop_instance_uid, actor, released=True)
+        return result
+
+    def discard(self, sop_instance_uid: str, actor: str, released: bool = False) -> bool:
+        if self.routing is None:
+            return False
+        removed = self.routing.quarantine.delete_instance(sop_instance_uid)
+        for entry in self.routing.records.find(QUARANTINE, sop_instance_uid=sop_instance_uid):
+            self.routing.records.delete(QUARANTINE, entry["id"])
+        log.warning("%s %s from quarantine by %s", "released" if released else "discarded", sop_instance_uid, actor)
+        return removed
 
     def _result(self, record: InstanceRecord, outcome: PutOutcome, source: Source) -> StoreResult:
         uid = record.sop_instance_uid
@@ -304,6 +408,12 @@ def computed_attributes(found: Found, level: Level) -> dict[str, dict[str, Any]]
     if level == Level.SERIES:
         out[tag_key(0x00201209)] = number(found.instances)
     return out
+
+
+def encode_part10(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _check_complete(ds: Dataset, size: int) -> None:

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_access_commands(commands, _add_store_options)
 
+    _add_routing_commands(commands)
+
     bruker = commands.add_parser("bruker", help="Bruker ParaVision data sets")
     bruker_commands = bruker.add_subparsers(dest="bruker_command", required=True)
     convert = bruker_commands.add_parser("convert", help="convert to DICOM files (nothing is stored)")
@@ -82,12 +84,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def open_archive(settings: Settings):
-    from .archive import ArchiveService
-    from .storage import open_backend
+    from .assembly import open_archive as assemble
 
-    backend = open_backend(settings)
-    return ArchiveService(backend, duplicate_policy=settings.duplicate_policy,
-                          document_options=settings.document_options)
+    return assemble(settings)
+
+
+def close_archive(archive) -> None:
+    from .assembly import close_archive as close
+
+    close(archive)
 
 
 def open_access_control(archive, settings: Settings):
@@ -146,6 +151,9 @@ def cmd_serve(args, settings: Settings) -> int:
         return 1
     log.info("storage: %s (%s)", archive.backend.name,
              settings["storage.mongodb_uri"] or settings.data_dir.resolve())
+    archive.routing.forward.start()
+    active = [b for b in archive.routing.router.registry.bindings() if b["active"]]
+    log.info("routing: %s", ", ".join(f"{b['name']} v{b['version']}" for b in active) or "no active rule set")
     if access.enforce:
         from acl import first_run_advice
 
@@ -164,7 +172,8 @@ def cmd_serve(args, settings: Settings) -> int:
     log.info("stopping")
     http.should_exit = True
     server.stop()
-    archive.backend.close()
+    archive.routing.forward.stop()
+    close_archive(archive)
     return 0
 
 
@@ -236,8 +245,8 @@ def cmd_import(args, settings: Settings) -> int:
             counts[result.status] += 1
             if not result.ok:
                 failures.append((name, result.reason or result.status))
-    archive.backend.close()
-    print(f"stored: {counts['stored']}, duplicates: {counts['duplicate']}, "
+    close_archive(archive)
+    print(f"stored: {counts['stored']}, duplicates: {counts['duplicate']}, quarantined: {counts['quarantined']}, "
           f"rejected: {counts['rejected']}, failed: {counts['failed'] + len(missing)}")
     for name, reason in failures:
         print(f"  {name}: {reason}")
@@ -276,6 +285,209 @@ def cmd_peer_remove(args, settings: Settings) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- routing
+
+
+def _add_routing_commands(commands) -> None:
+    rules = commands.add_parser("rules", help="routing rule sets: check, try, activate, list, history")
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True)
+    check = rule_commands.add_parser("check", help="validate a rule set file (errors with line numbers)")
+    check.add_argument("file")
+    check.set_defaults(run=cmd_rules_check, config=None)
+    attempt = rule_commands.add_parser("try", help="dry run: what a rule set does to files, nothing stored")
+    attempt.add_argument("file")
+    attempt.add_argument("inputs", nargs="+", metavar="INPUT.dcm")
+    attempt.add_argument("--config", metavar="FILE", help="for routing.secrets_file")
+    attempt.set_defaults(run=cmd_rules_try)
+    activate = rule_commands.add_parser("activate", help="store a rule set as a new version and make it active")
+    _add_store_options(activate)
+    activate.add_argument("file")
+    activate.add_argument("--name", help="rule set name (default: the RuleSet's name attribute, else the file name)")
+    activate.add_argument("--protocol", help="only for this input: dimse, stow, import, bruker (wildcards allowed)")
+    activate.add_argument("--calling-aet", help="only for senders with this AE title (wildcards allowed)")
+    activate.add_argument("--user", help="only for this authenticated user (wildcards allowed)")
+    activate.add_argument("--comment")
+    activate.set_defaults(run=cmd_rules_activate)
+    deactivate = rule_commands.add_parser("deactivate", help="stop applying a rule set")
+    _add_store_options(deactivate)
+    deactivate.add_argument("name")
+    deactivate.set_defaults(run=cmd_rules_deactivate)
+    lst = rule_commands.add_parser("list", help="rule sets, their active version and inputs")
+    _add_store_options(lst)
+    lst.set_defaults(run=cmd_rules_list)
+    history = rule_commands.add_parser("history", help="every version of a rule set")
+    _add_store_options(history)
+    history.add_argument("name")
+    history.set_defaults(run=cmd_rules_history)
+
+    quarantine = commands.add_parser("quarantine", help="instances kept aside by routing rules")
+    q_commands = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    q_list = q_commands.add_parser("list", help="what is in quarantine, and why")
+    _add_store_options(q_list)
+    q_list.set_defaults(run=cmd_quarantine_list)
+    for name, handler, text in (("release", cmd_quarantine_release, "store it in the archive"),
+                                ("discard", cmd_quarantine_discard, "delete it")):
+        sub = q_commands.add_parser(name, help=text)
+        _add_store_options(sub)
+        sub.add_argument("uid", help="SOP Instance UID")
+        sub.set_defaults(run=handler)
+
+    forward = commands.add_parser("forward", help="the queue of instances forwarded to peers")
+    f_commands = forward.add_subparsers(dest="forward_command", required=True)
+    f_list = f_commands.add_parser("list", help="pending and failed forwards")
+    _add_store_options(f_list)
+    f_list.set_defaults(run=cmd_forward_list)
+    f_retry = f_commands.add_parser("retry", help="retry the failed forwards now")
+    _add_store_options(f_retry)
+    f_retry.set_defaults(run=cmd_forward_retry)
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def cmd_rules_check(args, settings: Settings) -> int:
+    from routing.cli import check_command
+
+    return check_command(args.file, sys.stdout)
+
+
+def cmd_rules_try(args, settings: Settings) -> int:
+    from routing.cli import try_command
+
+    from .assembly import load_secrets
+
+    return try_command(args.file, args.inputs, sys.stdout, secrets=load_secrets(settings) or None)
+
+
+def cmd_rules_activate(args, settings: Settings) -> int:
+    from routing import RuleSetError
+
+    from .router import Selector, table_files
+
+    path = Path(args.file)
+    try:
+        xml = path.read_bytes()
+    except OSError as exc:
+        print(f"dopamine: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    name = args.name or _ruleset_name(xml) or path.stem
+    archive = open_archive(settings)
+    try:
+        version = archive.routing.router.registry.activate(
+            name, xml, table_files(xml, path.parent), Selector(args.protocol, args.calling_aet, args.user),
+            author=_actor(), comment=args.comment)
+    except RuleSetError as exc:
+        print(f"{path}: not activated; the active version (if any) stays:\n{exc}", file=sys.stderr)
+        return 1
+    finally:
+        close_archive(archive)
+    print(f"rule set {name} version {version} is active")
+    return 0
+
+
+def _ruleset_name(xml: bytes) -> str | None:
+    from lxml import etree
+
+    try:
+        return etree.fromstring(xml).get("name")
+    except etree.XMLSyntaxError:
+        return None
+
+
+def cmd_rules_deactivate(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        done = archive.routing.router.registry.deactivate(args.name, author=_actor())
+    finally:
+        close_archive(archive)
+    print(f"rule set {args.name} deactivated" if done else f"dopamine: no active rule set {args.name}")
+    return 0 if done else 1
+
+
+def cmd_rules_list(args, settings: Settings) -> int:
+    from .router import Selector
+
+    archive = open_archive(settings)
+    try:
+        for b in archive.routing.router.registry.bindings():
+            selector = Selector(b.get("protocol"), b.get("calling_aet"), b.get("user")).describe()
+            state = "active" if b["active"] else "inactive"
+            print(f"{b['name']}\tversion {b['version']}\t{state}\t{selector}\t{b['changed_by']} {b['changed_at']}")
+    finally:
+        close_archive(archive)
+    return 0
+
+
+def cmd_rules_history(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        versions = archive.routing.router.registry.history(args.name)
+    finally:
+        close_archive(archive)
+    for v in versions:
+        print(f"version {v['version']}\t{v['at']}\t{v['author']}\t{v.get('comment') or ''}")
+    return 0 if versions else 1
+
+
+def cmd_quarantine_list(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        for entry in archive.quarantined():
+            source = entry["source"]
+            print(f"{entry['sop_instance_uid']}\t{entry['at']}\t{source['protocol']} "
+                  f"{source.get('calling_aet') or ''}\t{entry['reason']}")
+    finally:
+        close_archive(archive)
+    return 0
+
+
+def cmd_quarantine_release(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        result = archive.release(args.uid, _actor())
+    except KeyError:
+        print(f"dopamine: {args.uid} is not in quarantine", file=sys.stderr)
+        return 1
+    finally:
+        close_archive(archive)
+    print(f"{args.uid}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+    return 0 if result.ok else 1
+
+
+def cmd_quarantine_discard(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        done = archive.discard(args.uid, _actor())
+    finally:
+        close_archive(archive)
+    print(f"{args.uid}: discarded" if done else f"dopamine: {args.uid} is not in quarantine")
+    return 0 if done else 1
+
+
+def cmd_forward_list(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        for item in archive.routing.forward.items():
+            print(f"{item['sop_instance_uid']}\t{item['destination']}\t{item['state']}\t"
+                  f"attempts {item['attempts']}\t{item.get('last_error') or ''}")
+    finally:
+        close_archive(archive)
+    return 0
+
+
+def cmd_forward_retry(args, settings: Settings) -> int:
+    archive = open_archive(settings)
+    try:
+        count = archive.routing.forward.retry_failed()
+    finally:
+        close_archive(archive)
+    print(f"{count} failed forward(s) will be retried by the running server")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ bruker
 
 
@@ -292,7 +504,7 @@ def cmd_bruker_import(args, settings: Settings) -> int:
     try:
         return import_command(args.path, archive, enhanced=args.enhanced)
     finally:
-        archive.backend.close()
+        close_archive(archive)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,15 @@ OPTIONS = [
            "Filter that finds a user's groups ({dn}: the user's DN, {username}), e.g. (memberUid={username}) for posixGroup."),
     Option("ldap.group_name_attribute", str, "cn", "Attribute of a group entry that names it in rules (group:NAME)."),
     Option("ldap.timeout", int, 10, "Seconds to wait for the LDAP server.", _positive),
+    Option("routing.on_error", str, "reject",
+           "What becomes of a data set on which a routing rule fails: reject (the sender gets a failure) or "
+           "quarantine (kept aside as received).", lambda v: None if v in ("reject", "quarantine") else "must be reject or quarantine"),
+    Option("routing.keep_original_values", bool, True,
+           "Whether provenance records keep the values routing rules changed (readable by admins only)."),
+    Option("routing.secrets_file", str, "",
+           "TOML file of the keys keyed actions use (name = \"key\"), e.g. deidentification; kept out of rule files."),
+    Option("forward.retry_first_seconds", int, 5, "Delay before the first retry of a failed forward; it doubles after each.", _positive),
+    Option("forward.max_attempts", int, 50, "Attempts before a forward is marked failed (it stays listed until retried).", _positive),
     Option("log.level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.", _log_level),
 ]
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}

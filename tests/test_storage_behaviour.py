@@ -229,3 +229,19 @@ def test_documents_come_back_with_binary_values_as_bytes(archive):
     assert document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff\xfe"
     found = archive.find(Level.IMAGE, parse_pairs([("SOPInstanceUID", ds.SOPInstanceUID)]))
     assert found[0].document["00091010"]["InlineBinary"] == b"\x00\x01binary\xff\xfe"
+
+
+def test_delete_instance_removes_it_and_its_original(archive, tmp_path):
+    small = make_dataset()
+    assert archive.store_bytes(encode(small), SOURCE).status == "stored"
+    rng = np.random.default_rng(3)
+    big = make_dataset(rows=1024, pixel_bytes=rng.integers(0, 65535, size=9 * 1024 * 1024, dtype="<u2").tobytes())
+    path = tmp_path / "big.dcm"
+    big.save_as(path, enforce_file_format=True)
+    assert archive.store_file(path, SOURCE).status == "stored"
+    for ds in (small, big):
+        assert archive.backend.delete_instance(ds.SOPInstanceUID)
+        assert archive.get_document(ds.SOPInstanceUID) is None
+        with pytest.raises(KeyError):
+            archive.open_original(ds.SOPInstanceUID)
+        assert not archive.backend.delete_instance(ds.SOPInstanceUID)

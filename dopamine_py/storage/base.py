@@ -194,6 +194,11 @@ class Backend(ABC):
         """The stored document of an instance, or None."""
 
     @abstractmethod
+    def delete_instance(self, sop_instance_uid: str) -> bool:
+        """Remove an instance and its original; False when it was not stored. (Used to release
+        quarantined instances; deletion as a user service comes with the traceability work.)"""
+
+    @abstractmethod
     def superseded_versions(self, sop_instance_uid: str) -> list[dict[str, Any]]:
         """The versions of an instance displaced by a duplicate policy: sha256, reason, at."""
 

@@ -405,6 +405,15 @@ class MongoBackend(Backend):
             raise KeyError(sop_instance_uid)
         return "gridfs" if row.get("gridfs_id") is not None else "inline"
 
+    def delete_instance(self, sop_instance_uid: str) -> bool:
+        row = self._instances.find_one_and_delete({"_id": sop_instance_uid}, {"gridfs_id": 1})
+        if row is None:
+            return False
+        file_id = row.get("gridfs_id")
+        if file_id is not None and self._superseded.find_one({"gridfs_id": file_id}, {"_id": 1}) is None:
+            self._bucket.delete(file_id)
+        return True
+
     def superseded_versions(self, sop_instance_uid: str) -> list[dict[str, Any]]:
         rows = self._superseded.find({"sop_instance_uid": sop_instance_uid}, {"sha256": 1, "reason": 1, "at": 1})
         return [{"sha256": r["sha256"], "reason": r["reason"], "at": r["at"]}

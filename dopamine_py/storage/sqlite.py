@@ -367,6 +367,18 @@ class SQLiteBackend(Backend):
             raise KeyError(sop_instance_uid)
         return "inline" if rows[0][0] is None else "file"
 
+    def delete_instance(self, sop_instance_uid: str) -> bool:
+        with self._write_lock:
+            row = self._writer.execute("SELECT id, blob_path FROM instances WHERE sop_instance_uid = ?",
+                                       (sop_instance_uid,)).fetchone()
+            if row is None:
+                return False
+            self._writer.execute("DELETE FROM instances WHERE id = ?", (row[0],))  # originals: ON DELETE CASCADE
+            blob_path = row[1]
+            if blob_path and not self._writer.execute("SELECT 1 FROM superseded WHERE blob_path = ?", (blob_path,)).fetchone():
+                (self.data_dir / blob_path).unlink(missing_ok=True)
+        return True
+
     def superseded_versions(self, sop_instance_uid: str) -> list[dict[str, Any]]:
         rows = self._read(
             "SELECT sha256, reason, at FROM superseded WHERE sop_instance_uid = ? ORDER BY id", (sop_instance_uid,)
