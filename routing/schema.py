@@ -14,7 +14,7 @@ from lxml import etree
 
 from .errors import Problem, RuleSetError
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+from rules import RULES_DIR  # noqa: E402  (the shipped schema and tables, installed as package data)
 SCHEMA_PATH = RULES_DIR / "ruleset.xsd"
 
 CONDITIONS = ("ElementMatch", "ElementExists", "All", "Any", "Not", "True", "False",
