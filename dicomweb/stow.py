@@ -38,6 +38,7 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 CANNOT_UNDERSTAND = 0xC000
 STUDY_UID_MISMATCH = 0xC409  # implementation-specific, in the Cxxx "cannot understand" range
 DUPLICATE_REJECTED = 0x0111  # the DIMSE "duplicate SOP instance" status
+NOT_AUTHORIZED = 0x0124  # outside the sender's Store rules (the DIMSE "refused: not authorized" status)
 UNSUPPORTED_PART = 0xC001  # implementation-specific: a part that is not application/dicom
 
 DICOM = "application/dicom"
@@ -93,7 +94,8 @@ class Receiver:
         self.files: list[Path] = []  # parts on disk not yet handed to the archive
         self.bulk: dict[str, Path] = {}  # Content-Location -> file, for the JSON metadata form
         self.metadata: list[dict[str, Any]] = []
-        self.source = Source(protocol="stow", peer=_peer(request))
+        # The archive is the request's ScopedArchive, which knows who logged in.
+        self.source = Source(protocol="stow", user=getattr(archive, "user", None), peer=_peer(request))
 
     async def receive(self, parser: MultipartParser) -> None:
         part: dict[str, Any] | None = None
@@ -241,7 +243,8 @@ def _apply(outcome: Outcome, result: StoreResult) -> None:
     if result.ok:
         return
     outcome.reason = result.reason or result.status
-    outcome.failure = DUPLICATE_REJECTED if result.status == "rejected" else (result.dimse_status or PROCESSING_FAILURE)
+    # Rejections carry their DIMSE status: duplicate (0x0111) or outside the Store rules (0x0124).
+    outcome.failure = result.dimse_status or (DUPLICATE_REJECTED if result.status == "rejected" else PROCESSING_FAILURE)
 
 
 def _header(path: Path) -> tuple[str | None, str | None, str | None, str | None]:

@@ -159,7 +159,8 @@ def capped_server(tmp_path_factory, samples):
     root = tmp_path_factory.mktemp("dicomweb-capped")
     config = root / "dopamine.toml"
     config.write_text('[dicomweb]\nmax_results = 2\ncors_allow_origins = ["http://viewer.example"]\n'
-                      "gzip_minimum_size = 100\n")
+                      "gzip_minimum_size = 100\n"
+                      "[auth]\nenforce = false\n")  # not about access control (tests/acl_matrix is)
     names = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "reportsi.dcm", "SC_rgb.dcm"]
     run(dopamine_command("import", "--quiet", "--data-dir", str(root / "data"), *(str(samples[n].path) for n in names)))
     server = start_server(root / "data", config=config)
