@@ -263,12 +263,14 @@ def association_accepted(server, principal: Principal) -> bool:
     return accepted
 
 
-def dcmtk(tool: str, server, principal: Principal, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+def dcmtk(tool: str, server, principal: Principal, *options: str, files: list[Path] = (),
+          check: bool = False) -> subprocess.CompletedProcess:
     """A DCMTK tool calling as ``principal``'s AE title (and, for storescu, with its login)."""
-    command = [require_tool(tool), "-aet", principal.aet, "-aec", server.aet, *args]
+    command = [require_tool(tool), "-aet", principal.aet, "-aec", server.aet, *options]
     if principal.user and tool == "storescu":
         command += ["-usr", principal.user, "-pwd", principal.password]
-    return run(command + [server.host, str(server.dimse_port)], timeout=60, check=check)
+    # DCMTK wants the peer and port before the files.
+    return run(command + [server.host, str(server.dimse_port), *map(str, files)], timeout=60, check=check)
 
 
 def findscu(server, principal: Principal, keys: dict[str, str], out_dir: Path) -> list[Dataset]:

@@ -66,6 +66,11 @@ class Destination:
     folder: Path
     process: subprocess.Popen
 
+    def clear(self) -> None:
+        """Forget what earlier moves sent (the tests run one at a time)."""
+        for path in self.folder.iterdir():
+            path.unlink()
+
     def received(self) -> set[str]:
         """SOP Instance UIDs received so far (storescp names files MODALITY.UID)."""
         return {p.name.split(".", 1)[1] for p in self.folder.iterdir() if "." in p.name}
