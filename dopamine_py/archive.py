@@ -22,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .document import DocumentOptions, first_value, tag_key, to_document
-from .matching import Query, QueryError, Universal
+from .matching import Either, Query, QueryError, Universal
 from .storage.base import (
     Backend,
     DuplicatePolicy,
@@ -381,6 +381,10 @@ def split_computed(query: Query) -> tuple[Query, Query | None]:
             having.append(_retag(c, MATCHED_THROUGH[c.tag]))
         else:
             raise QueryError(f"{COMPUTED[c.tag]} is computed by the archive: it can be returned, not matched")
+    if having:
+        # Access constraints (the Either that Decision.restrict adds) also bind the instance that makes a
+        # group qualify: a hidden CT instance must not make a study match ModalitiesInStudy=CT.
+        having += [c for c in stored if isinstance(c, Either)]
     return Query(tuple(stored), query.return_tags), (Query(tuple(having)) if having else None)
 
 
