@@ -34,6 +34,7 @@ from pynetdicom.sop_class import (
 
 from acl import AccessControl, Service
 
+from . import dimse_wakeups
 from .archive import COMPUTED, NOT_AUTHORIZED, OUT_OF_RESOURCES, ArchiveService, Source, computed_attributes
 from .document import tag_key, to_dataset
 from .matching import MatchOptions, Query, QueryError, parse_identifier
@@ -220,6 +221,7 @@ class DimseServer:
 
     def _make_ae(self, max_associations: int, network_timeout: int) -> AE:
         enable_tcp_nodelay()
+        dimse_wakeups.install()
         send_originals_unchanged()
         prefer_requestor_transfer_syntax()
         survive_full_disk_while_receiving()

@@ -1,0 +1,99 @@
+"""pynetdicom's two reactor loops, woken by events instead of polling every millisecond.
+
+pynetdicom runs two threads per association, each looping on ``time.sleep(0.001)``: the DUL thread
+(socket and state machine) and the association thread (DIMSE messages). Each C-STORE crosses both loops
+a few times, so about 2 ms of every message is spent sleeping: a third of our per-instance time on one
+association (benchmarks/README.md). Here the DUL thread waits in ``select()`` on its socket and on a
+wake-up socket written when a PDU is queued for sending, and the association thread waits on its DIMSE
+message queue. Both still wake at least every ``MAX_WAIT`` seconds, so timers and releases work as before.
+
+pynetdicom offers no hook for this: its modules' ``time`` is replaced by a namespace whose ``sleep``
+waits on events in those two threads and sleeps normally everywhere else. Plain TCP sockets only: with
+TLS, bytes already decrypted may wait in the SSL object unseen by ``select()``, so TLS associations poll.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+import types
+
+from pynetdicom import association, dul
+
+MAX_WAIT = 0.05
+_real_sleep = time.sleep
+
+
+def _wait_dul(provider: dul.DULServiceProvider, seconds: float) -> None:
+    wake = getattr(provider, "_dopamine_wake", None)
+    if wake is None:
+        wake = provider._dopamine_wake = socket.socketpair()
+        wake[0].setblocking(False)
+    sock = getattr(provider.socket, "socket", None) if provider.socket else None
+    if isinstance(sock, ssl.SSLSocket) or provider.to_provider_queue.qsize():
+        _real_sleep(seconds)
+        return
+    waitables = [wake[0]] + ([sock] if sock is not None else [])
+    try:
+        readable, _, _ = select.select(waitables, [], [], MAX_WAIT)
+    except (OSError, ValueError):  # the socket closed under us: the reactor finds out next
+        _real_sleep(seconds)
+        return
+    if wake[0] in readable:
+        try:
+            while wake[0].recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def _wait_association(assoc: association.Association, seconds: float) -> None:
+    messages = assoc.dimse.msg_queue
+    with messages.not_empty:
+        if not messages._qsize():
+            messages.not_empty.wait(MAX_WAIT)
+
+
+def _sleep(seconds: float) -> None:
+    thread = threading.current_thread()
+    if isinstance(thread, dul.DULServiceProvider):
+        _wait_dul(thread, seconds)
+    elif isinstance(thread, association.Association) and seconds == 0.001:
+        _wait_association(thread, seconds)
+    else:
+        _real_sleep(seconds)
+
+
+def install() -> None:
+    if getattr(dul, "_dopamine_wakeups", False):
+        return
+    clock = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("__")})
+    clock.sleep = _sleep
+    association.time = clock
+    dul.time = clock
+    send_pdu = dul.DULServiceProvider.send_pdu
+
+    def send_pdu_and_wake(self, primitive):
+        send_pdu(self, primitive)
+        wake = getattr(self, "_dopamine_wake", None)
+        if wake is not None:
+            try:
+                wake[1].send(b"!")
+            except OSError:
+                pass
+
+    run_reactor = dul.DULServiceProvider.run_reactor
+
+    def run_reactor_then_close(self):
+        try:
+            run_reactor(self)
+        finally:
+            for end in getattr(self, "_dopamine_wake", ()):
+                end.close()
+
+    dul.DULServiceProvider.send_pdu = send_pdu_and_wake
+    dul.DULServiceProvider.run_reactor = run_reactor_then_close
+    dul._dopamine_wakeups = True
