@@ -145,12 +145,22 @@ def start_sink(work_dir: Path) -> Running:
                    pid=process.pid, log=lambda: _tail(work_dir / "storescp.log"))
 
 
-def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60) -> Running:
-    """`dopamine serve` with the embedded store in ``work_dir``, on free ports of 127.0.0.1."""
+def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60, ruleset: Path | None = None) -> Running:
+    """`dopamine serve` with the embedded store in ``work_dir``, on free ports of 127.0.0.1; with
+    ``ruleset`` active for every input (keyed actions get a throwaway key)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
     dimse_port, http_port = free_port(), free_port()
     log_path = work_dir / "serve.log"
+    config = work_dir / "dopamine.toml"
+    secrets = work_dir / "secrets.toml"
+    secrets.write_text('deidentification = "benchmark key, not a secret"\n')
+    config.write_text(f'[routing]\nsecrets_file = "{secrets}"\n')
+    if ruleset is not None:
+        activated = subprocess.run([sys.executable, "-m", "dopamine_py.cli", "rules", "activate", str(ruleset),
+                                    "--data-dir", str(data_dir)], capture_output=True, text=True, cwd=REPO)
+        if activated.returncode != 0:
+            raise BenchmarkError(f"cannot activate {ruleset}: {activated.stdout}{activated.stderr}")
     # Access control as shipped (deny by default), with the rule a site adds for a sending modality.
     grant = subprocess.run([sys.executable, "-m", "dopamine_py.cli", "acl", "add", "--data-dir", str(data_dir),
                             f"aet:{SCU_AET}@127.0.0.1", "Store"], capture_output=True, text=True, cwd=REPO)
@@ -158,8 +168,8 @@ def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60) -
         raise BenchmarkError(f"cannot allow {SCU_AET} to store: {grant.stdout}{grant.stderr}")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dopamine_py.cli", "serve", "--data-dir", str(data_dir), "--aet", aet,
-             "--host", "127.0.0.1", "--dimse-port", str(dimse_port), "--http-port", str(http_port)],
+            [sys.executable, "-m", "dopamine_py.cli", "serve", "--config", str(config), "--data-dir", str(data_dir),
+             "--aet", aet, "--host", "127.0.0.1", "--dimse-port", str(dimse_port), "--http-port", str(http_port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=die_with_parent)
     deadline = time.monotonic() + timeout
     while "Dopamine-py ready" not in log_path.read_text(errors="replace"):
