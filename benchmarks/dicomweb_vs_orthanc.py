@@ -68,8 +68,9 @@ class Archive:
     session: requests.Session = field(default_factory=requests.Session)
 
 
-def start_dopamine_web(work_dir: Path, timeout: float = 60) -> Archive:
-    """`dopamine serve` with the embedded store, access control not enforced (stated in the config file)."""
+def start_dopamine_web(work_dir: Path, source: Path = REPO, timeout: float = 60) -> Archive:
+    """`dopamine serve` with the embedded store, access control not enforced (stated in the config file).
+    ``source`` is the checkout whose code runs (run from its folder, it comes first on sys.path)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     config = work_dir / "dopamine.toml"
     config.write_text("[auth]\nenforce = false\n")
@@ -80,7 +81,7 @@ def start_dopamine_web(work_dir: Path, timeout: float = 60) -> Archive:
             [sys.executable, "-m", "dopamine_py.cli", "serve", "--config", str(config),
              "--data-dir", str(work_dir / "data"), "--host", "127.0.0.1",
              "--dimse-port", str(free_port()), "--http-port", str(http_port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=die_with_parent)
+            stdout=log, stderr=subprocess.STDOUT, cwd=source, preexec_fn=die_with_parent)
     deadline = time.monotonic() + timeout
     while "Dopamine-py ready" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats of each QIDO-RS search")
     parser.add_argument("--series-repeats", type=int, default=5, help="timed repeats of metadata and retrieval")
     parser.add_argument("--work-dir", type=Path, help="where corpora and stores go (default: a temporary folder)")
+    parser.add_argument("--dopamine-source", type=Path, default=REPO,
+                        help="checkout of Dopamine to run (default: this one); to measure a prototype side by side")
     parser.add_argument("--pause", action="store_true",
                         help="after loading, print the server pids and wait for Enter (to attach a profiler)")
     args = parser.parse_args(argv)
@@ -298,9 +301,10 @@ def _benchmark(args: argparse.Namespace, root: Path) -> int:
 
     print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}; load average {_load()} (the CPUs may be shared)")
-    print(f"software: Orthanc {orthanc_version()} + {dicomweb_plugin().name}, pydicom {pydicom.__version__}, "
+    print(f"software: Orthanc {orthanc_version()} + {dicomweb_plugin().resolve().name}, pydicom {pydicom.__version__}, "
           f"requests {requests.__version__}")
     print(f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+    print(f"Dopamine from {args.dopamine_source.resolve()}, access control not enforced ([auth] enforce = false)")
     mixed = write_corpus(root / "corpus", CorpusSpec(instances=args.instances))
     big_spec = CorpusSpec(instances=args.series_size, seed=BIG_SERIES_SEED, patients=1, studies_per_patient=1,
                           series_per_study=1)
@@ -322,7 +326,7 @@ def _benchmark(args: argparse.Namespace, root: Path) -> int:
 
     archives: list[Archive] = []
     try:
-        archives.append(start_dopamine_web(root / "dopamine"))
+        archives.append(start_dopamine_web(root / "dopamine", args.dopamine_source.resolve()))
         archives.append(start_orthanc_web(root / "orthanc"))
         for a in archives:
             print(f"{a.name}: {a.root} (pid {a.pid})")
