@@ -58,7 +58,14 @@ class _Compiler:
         if isinstance(c, Either):
             if not c.alternatives:
                 return "0"
-            return " OR ".join(f"({self.query(q, base)})" for q in c.alternatives)
+            # Access constraints filter the rows the request's own conditions find: a unary + keeps SQLite
+            # from driving the scan with their key-column indexes (Modality=CT would scan every CT instance
+            # of the archive instead of the one study asked for).
+            columns, self._columns = self._columns, {tag: f"+{name}" for tag, name in self._columns.items()}
+            try:
+                return " OR ".join(f"({self.query(q, base)})" for q in c.alternatives)
+            finally:
+                self._columns = columns
         if isinstance(c, AnyOf):
             return " OR ".join(f"({self.condition(a, base)})" for a in c.alternatives)
         if isinstance(c, SequenceMatch):
