@@ -189,7 +189,8 @@ class SQLiteBackend(Backend):
             if not single_valued(tag):
                 log.warning("not indexing %s: only attributes of VM 1 get an expression index", keyword)
                 continue
-            members = [f".{g}" for g in PN_GROUPS[:1]] if vr_for_tag(tag) == "PN" else [""]
+            # A name without "=" matches any component group: each needs its index for the OR to use them.
+            members = [f".{g}" for g in PN_GROUPS] if vr_for_tag(tag) == "PN" else [""]
             for member in members:
                 expr = first_value_expr("doc", tag, member)
                 conn.execute(f"CREATE INDEX IF NOT EXISTS attr_{tag:08X}{member.replace('.', '_')} ON instances({expr})")
