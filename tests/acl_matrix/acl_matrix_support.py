@@ -178,6 +178,7 @@ def associate(server, principal: Principal, contexts: list[str], *, roles: list[
     from pynetdicom import AE, build_role
 
     ae = AE(ae_title=principal.aet)
+    ae.dimse_timeout = 10  # every answer here comes in well under a second: fail fast, not after 30 s
     for context in contexts:
         ae.add_requested_context(context, ExplicitVRLittleEndian)
     extended = [build_role(sop_class, scp_role=True) for sop_class in roles]

@@ -105,3 +105,18 @@ def test_rule_changes_with_the_command_apply_at_once(matrix):
         dopamine_cli(matrix.server, "acl", "remove", rule_id)
     assert http("GET", f"{matrix.url}/studies/{A}/metadata", headers).status == 403
     assert association_accepted(matrix.server, QUINN)  # logged in: only the right is gone
+
+
+def test_a_cmove_after_a_refused_echo_still_completes(matrix):
+    """The archive aborts an association whose C-ECHO it refuses; the associations after it must not suffer.
+    (Regression seen with pynetdicom's reactors woken by events, dopamine_py/dimse_wakeups.py: the next
+    C-MOVE to a DCMTK storescp waited for the DIMSE timeout.)"""
+    from acl_matrix_support import ALICE, c_move
+
+    dcmtk("echoscu", matrix.server, ANONYMOUS)
+    matrix.destination.clear()
+    status = c_move(matrix.server, ALICE, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": A},
+                    matrix.destination.aet)
+    matrix.destination.wait_quiet()
+    assert status == 0x0000
+    assert matrix.destination.received() == {i.sop for i in matrix.corpus.of_study(A)}
