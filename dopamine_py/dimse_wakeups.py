@@ -23,8 +23,31 @@ import types
 
 from pynetdicom import association, dul
 
-MAX_WAIT = 0.05
+MAX_WAIT = 0.05  # DUL thread: select() wakes at once on the socket and on queued PDUs
+MAX_ASSOCIATION_WAIT = 0.01  # association thread: peer releases and aborts are noticed within this
 _real_sleep = time.sleep
+
+
+class _WakingCheckpoint(threading.Event):
+    """The reactor's pause switch. ``send_c_store``, ``release`` and the others clear it and then spin until
+    the reactor says it paused: clearing (or setting) it must wake a reactor waiting for messages, or every
+    such call would wait out the reactor's sleep."""
+
+    def __init__(self, messages) -> None:
+        super().__init__()
+        self._messages = messages
+
+    def _wake(self) -> None:
+        with self._messages.not_empty:
+            self._messages.not_empty.notify_all()
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake()
+
+    def set(self) -> None:
+        super().set()
+        self._wake()
 
 
 def _wait_dul(provider: dul.DULServiceProvider, seconds: float) -> None:
@@ -52,9 +75,10 @@ def _wait_dul(provider: dul.DULServiceProvider, seconds: float) -> None:
 
 def _wait_association(assoc: association.Association, seconds: float) -> None:
     messages = assoc.dimse.msg_queue
+    checkpoint = assoc._reactor_checkpoint
     with messages.not_empty:
-        if not messages._qsize():
-            messages.not_empty.wait(MAX_WAIT)
+        if not messages._qsize() and checkpoint.is_set() and not assoc._kill:
+            messages.not_empty.wait(MAX_ASSOCIATION_WAIT)
 
 
 def _sleep(seconds: float) -> None:
@@ -86,6 +110,15 @@ def install() -> None:
                 pass
 
     run_reactor = dul.DULServiceProvider.run_reactor
+    init_association = association.Association.__init__
+
+    def init_with_waking_checkpoint(self, *args, **kwargs):
+        init_association(self, *args, **kwargs)
+        # Replaced before the association's threads start, so no pause request can be lost.
+        waking = _WakingCheckpoint(self.dimse.msg_queue)
+        if self._reactor_checkpoint.is_set():
+            threading.Event.set(waking)
+        self._reactor_checkpoint = waking
 
     def run_reactor_then_close(self):
         try:
@@ -96,4 +129,5 @@ def install() -> None:
 
     dul.DULServiceProvider.send_pdu = send_pdu_and_wake
     dul.DULServiceProvider.run_reactor = run_reactor_then_close
+    association.Association.__init__ = init_with_waking_checkpoint
     dul._dopamine_wakeups = True
