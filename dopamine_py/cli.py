@@ -186,10 +186,14 @@ def _start_http(archive, settings: Settings, access):
     from starlette.routing import Mount
 
     from dicomweb.admin import create_admin_app
+    from dicomweb.admin_bruker import bruker_routes
+    from dicomweb.admin_routing import routing_routes
     from dicomweb.app import BASE_PATH, create_app
 
     app = Starlette(routes=[Mount(BASE_PATH, app=create_app(archive, settings, access)),
-                            Mount("/admin", app=create_admin_app(archive, settings, access))])
+                            Mount("/admin", app=create_admin_app(
+                                archive, settings, access,
+                                extra_routes=routing_routes(archive) + bruker_routes(archive, settings.data_dir / "incoming")))])
     config = uvicorn.Config(app, host=settings["server.host"], port=settings["server.http_port"],
                             log_level="warning", lifespan="off")
     http = uvicorn.Server(config)
