@@ -96,8 +96,9 @@ def create_app(archive: ArchiveService, settings, access: AccessControl) -> Star
         route(INSTANCE + "/frames/{frame}/thumbnail", wado.retrieve_rendered, Service.RETRIEVE, True),
         route(INSTANCE + "/bulkdata/{path:path}", wado.retrieve_bulkdata, Service.RETRIEVE),
     ]
+    # Level 6: the same size as the default 9 on DICOM JSON, in a fraction of the time.
     middleware = [Middleware(GZipMiddleware, minimum_size=settings["dicomweb.gzip_minimum_size"],
-                             exclude_content_types=NOT_GZIPPED)]
+                             compresslevel=6, exclude_content_types=NOT_GZIPPED)]
     origins = settings["dicomweb.cors_allow_origins"]
     if origins:
         # Outermost: a preflight (OPTIONS) is answered here, before any route asks for credentials.

@@ -98,3 +98,6 @@ class ScopedArchive:
 
     def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
         return self._archive.get_document(sop_instance_uid)
+
+    def get_documents(self, sop_instance_uids: list[str]) -> dict[str, dict[str, Any]]:
+        return self._archive.get_documents(sop_instance_uids)

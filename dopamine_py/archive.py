@@ -368,6 +368,9 @@ class ArchiveService:
     def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
         return self.backend.get_document(sop_instance_uid)
 
+    def get_documents(self, sop_instance_uids: list[str]) -> dict[str, dict[str, Any]]:
+        return self.backend.get_documents(sop_instance_uids)
+
 
 def split_computed(query: Query) -> tuple[Query, Query | None]:
     """Separate the conditions on computed attributes from those on stored ones."""

@@ -245,3 +245,13 @@ def test_delete_instance_removes_it_and_its_original(archive, tmp_path):
         with pytest.raises(KeyError):
             archive.open_original(ds.SOPInstanceUID)
         assert not archive.backend.delete_instance(ds.SOPInstanceUID)
+
+
+def test_documents_of_many_instances_in_one_call(archive):
+    stored = [make_dataset() for _ in range(3)]
+    for ds in stored:
+        assert archive.store_bytes(encode(ds), SOURCE).status == "stored"
+    uids = [ds.SOPInstanceUID for ds in stored] + ["1.2.3.4.5.nowhere"]
+    documents = archive.get_documents(uids)
+    assert sorted(documents) == sorted(uids[:3])
+    assert all(documents[uid] == archive.get_document(uid) for uid in uids[:3])

@@ -198,6 +198,15 @@ class Backend(ABC):
         """Remove an instance and its original; False when it was not stored. (Used to release
         quarantined instances; deletion as a user service comes with the traceability work.)"""
 
+    def get_documents(self, sop_instance_uids: list[str]) -> dict[str, dict[str, Any]]:
+        """The documents of several instances (the stored ones among them), in as few queries as a backend can."""
+        found = {}
+        for uid in sop_instance_uids:
+            doc = self.get_document(uid)
+            if doc is not None:
+                found[uid] = doc
+        return found
+
     @abstractmethod
     def superseded_versions(self, sop_instance_uid: str) -> list[dict[str, Any]]:
         """The versions of an instance displaced by a duplicate policy: sha256, reason, at."""

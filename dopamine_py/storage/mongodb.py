@@ -398,6 +398,13 @@ class MongoBackend(Backend):
         row = self._instances.find_one({"_id": sop_instance_uid}, {"ds": 1})
         return row["ds"] if row else None
 
+    def get_documents(self, sop_instance_uids: list[str]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for start in range(0, len(sop_instance_uids), FETCH_BATCH):
+            batch = sop_instance_uids[start:start + FETCH_BATCH]
+            found.update((row["_id"], row["ds"]) for row in self._instances.find({"_id": {"$in": batch}}, {"ds": 1}))
+        return found
+
     def storage_of(self, sop_instance_uid: str) -> str:
         """'inline' or 'gridfs': where the original bytes of an instance are (for tests and diagnostics)."""
         row = self._instances.find_one({"_id": sop_instance_uid}, {"gridfs_id": 1})

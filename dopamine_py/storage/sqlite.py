@@ -120,6 +120,8 @@ def _binary_back(obj: dict[str, Any]) -> dict[str, Any]:
 
 def load_document(text: str) -> dict[str, Any]:
     """A document as the archive handed it over: InlineBinary values are bytes again."""
+    if '"InlineBinary"' not in text:
+        return json.loads(text)  # no per-object hook for the many documents without a binary value
     return json.loads(text, object_hook=_binary_back)
 
 
@@ -360,6 +362,15 @@ class SQLiteBackend(Backend):
     def get_document(self, sop_instance_uid: str) -> dict[str, Any] | None:
         rows = self._read("SELECT doc FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
         return load_document(rows[0][0]) if rows else None
+
+    def get_documents(self, sop_instance_uids: list[str]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for start in range(0, len(sop_instance_uids), 500):  # under SQLite's limit on parameters
+            batch = sop_instance_uids[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self._read(f"SELECT sop_instance_uid, doc FROM instances WHERE sop_instance_uid IN ({marks})", batch)
+            found.update((uid, load_document(doc)) for uid, doc in rows)
+        return found
 
     def storage_of(self, sop_instance_uid: str) -> str:
         """'inline' or 'file': where the original bytes of an instance are (for tests and diagnostics)."""
