@@ -263,6 +263,12 @@ class ArchiveService:
             return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
         except (OSError, OverflowError) as exc:
             return self._failed(sop_uid, f"storage error: {exc}", OUT_OF_RESOURCES, source)
+        if put == PutOutcome.REJECTED_DUPLICATE and permits is not None:
+            existing = store.get_document(sop_uid)
+            if existing is None or not permits(existing):
+                # A duplicate status would tell the sender that data outside its rights exist.
+                return self._refused(sop_uid, "not authorized: the data set matches none of the sender's Store rules",
+                                     NOT_AUTHORIZED, source)
         if quarantine_reason and self.routing:
             self.routing.records.insert(QUARANTINE, {"sop_instance_uid": sop_uid, "reason": quarantine_reason,
                                                      "at": _now(), "source": dataclasses.asdict(source)})

@@ -255,3 +255,17 @@ def test_documents_of_many_instances_in_one_call(archive):
     documents = archive.get_documents(uids)
     assert sorted(documents) == sorted(uids[:3])
     assert all(documents[uid] == archive.get_document(uid) for uid in uids[:3])
+
+
+def test_a_rejected_duplicate_does_not_reveal_data_outside_the_senders_rights(backend):
+    archive = ArchiveService(backend, duplicate_policy=DuplicatePolicy.REJECT)
+    hidden = make_dataset(modality="CT")
+    assert archive.store_bytes(encode(hidden), SOURCE).status == "stored"
+    only_mr = parse_pairs([("Modality", "MR")])
+    probe = make_dataset(modality="MR", sop_uid=hidden.SOPInstanceUID)
+    result = archive.store_bytes(encode(probe), SOURCE, permits=only_mr.matches)
+    assert (result.status, result.dimse_status) == ("rejected", 0x0124)   # as for any data set it may not store
+    visible = make_dataset(modality="MR")
+    assert archive.store_bytes(encode(visible), SOURCE, permits=only_mr.matches).status == "stored"
+    again = make_dataset(modality="MR", sop_uid=visible.SOPInstanceUID, StudyDescription="changed")
+    assert archive.store_bytes(encode(again), SOURCE, permits=only_mr.matches).dimse_status == DUPLICATE_SOP_INSTANCE
