@@ -124,6 +124,9 @@ class MongoAclStore(AclStore):
 
     # -------------------------------------------------------------------------------------------- audit
 
+    def record(self, actor: str, action: str, detail: dict[str, Any]) -> None:
+        self._audit_entry(actor, action, detail)
+
     def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
         docs = list(self._audit.find().sort("_id", DESCENDING).limit(limit))
         return [AuditEntry(d["_id"], d["at"], d["actor"], d["action"], d["detail"]) for d in reversed(docs)]

@@ -191,6 +191,10 @@ class SqliteAclStore(AclStore):
 
     # -------------------------------------------------------------------------------------------- audit
 
+    def record(self, actor: str, action: str, detail: dict[str, Any]) -> None:
+        with self._change(actor, action) as (_, entry):
+            entry.update(detail)
+
     def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
         rows = self._conn().execute("SELECT id, at, actor, action, detail FROM acl_audit ORDER BY id DESC LIMIT ?",
                                     (limit,)).fetchall()

@@ -107,6 +107,10 @@ class AclStore(ABC):
         """The latest entries, oldest first."""
 
     @abstractmethod
+    def record(self, actor: str, action: str, detail: dict[str, Any]) -> None:
+        """An audit entry for a change made elsewhere (the peer table, ...), written after that change."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 

@@ -318,21 +318,10 @@ class AdminApi:
 
 
 def record_change(store: AclStore, actor: str, action: str, detail: dict[str, Any]) -> None:
-    """An audit entry for a change made outside the access-control store (the peer table).
-
-    The store has no public method for that yet (the core team is asked for ``AclStore.record``); until
-    then its own audit writers are used. The entry is written after the change, in a transaction of its
-    own: the peer table is written by the backend's connection, which an open audit transaction on the
-    same SQLite file would block.
-    """
-    public = getattr(store, "record", None)
-    if callable(public):
-        public(actor, action, detail)
-    elif hasattr(store, "_change"):  # SQLite
-        with store._change(actor, action) as (_, entry):
-            entry.update(detail)
-    else:  # MongoDB
-        store._audit_entry(actor, action, detail)
+    """An audit entry for a change made outside the access-control store (the peer table). Written after
+    the change, in a transaction of its own: the peer table is written by the backend's connection, which
+    an open audit transaction on the same SQLite file would block."""
+    store.record(actor, action, detail)
 
 
 # ----------------------------------------------------------------------------------------- JSON helpers
