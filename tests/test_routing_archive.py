@@ -8,7 +8,7 @@ import time
 import pytest
 from pydicom import dcmread
 
-from factory import make_file
+from factory import encode, make_dataset, make_file
 from support import dopamine_command, free_port, require_tool, run, shared_data, start_server
 
 PAPER_EXAMPLE = """<RuleSet name="age">
@@ -197,5 +197,46 @@ def test_a_rule_set_normalizes_bruker_series_descriptions(data_dir, tmp_path):
     try:
         answer = find(server, "SERIES", SeriesDescription=None, SeriesInstanceUID=None)
         assert "[FLASH 2D]" in answer, answer
+    finally:
+        server.stop()
+
+
+def _stow(server, *datasets):
+    import uuid
+
+    import requests
+
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + encode(ds) + b"\r\n"
+                    for ds in datasets) + f"--{boundary}--\r\n".encode()
+    return requests.post(f"{server.dicomweb_url}/studies", data=body, timeout=30, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+
+
+def test_routing_decisions_over_stow(data_dir, tmp_path):
+    activate(data_dir, tmp_path, """<RuleSet name="stow-triage">
+      <Rule><Condition><ElementMatch tag="PatientName" value="Phantom*"/></Condition>
+        <Action><Reject reason="phantom scans are not archived"/></Action></Rule>
+      <Rule><Condition><ElementMatch tag="PatientID" value="TEMP*"/></Condition>
+        <Action><Quarantine reason="temporary ID"/></Action></Rule>
+      <Rule><Action><SetElement tag="InstitutionName" value="Research Lab"/></Action></Rule>
+    </RuleSet>""", "stow.xml", "--protocol", "stow")
+    server = start_server(data_dir)
+    try:
+        phantom, temporary, good = (make_dataset(patient_name="Phantom^Water"), make_dataset(patient_id="TEMP-1"),
+                                    make_dataset(patient_id="SUBJ-9"))
+        answer = _stow(server, phantom, temporary, good)
+        assert answer.status_code == 202, answer.text   # some failed, some stored
+        body = answer.json()
+        failed = body["00081198"]["Value"]
+        assert [f["00081155"]["Value"][0] for f in failed] == [phantom.SOPInstanceUID]
+        assert failed[0]["00081197"]["Value"] == [0x0124]
+        stored = {r["00081155"]["Value"][0] for r in body["00081199"]["Value"]}
+        assert stored == {temporary.SOPInstanceUID, good.SOPInstanceUID}   # quarantine is an acknowledged store
+        visible = find(server, "IMAGE", SOPInstanceUID=None, InstitutionName=None)
+        assert good.SOPInstanceUID in visible and "Research Lab" in visible
+        assert temporary.SOPInstanceUID not in visible and phantom.SOPInstanceUID not in visible
+        assert temporary.SOPInstanceUID in dopamine(data_dir, "quarantine", "list").stdout
     finally:
         server.stop()
