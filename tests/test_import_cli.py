@@ -20,7 +20,7 @@ from support import REPO, dopamine_command
 SAMPLES = ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "JPEG2000.dcm", "JPEG-LL.dcm", "MR_small_RLE.dcm",
            "SC_rgb_rle.dcm", "MR_small_bigendian.dcm", "ExplVR_BigEnd.dcm"]
 CHARSETS = sorted(Path(p).name for p in get_charset_files("chr*.dcm") if "SQEncoding" not in p)
-SUMMARY = re.compile(r"stored: (\d+), duplicates: (\d+), rejected: (\d+), failed: (\d+)")
+SUMMARY = re.compile(r"stored: (\d+), duplicates: (\d+), quarantined: (\d+), rejected: (\d+), failed: (\d+)")
 
 
 def sample(name: str) -> Path:
@@ -35,7 +35,8 @@ def dopamine_import(data_dir: Path, *paths: Path) -> tuple[subprocess.CompletedP
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     match = SUMMARY.search(proc.stdout)
     assert match, f"no summary line in the output:\n{proc.stdout}\n{proc.stderr}"
-    counts = dict(zip(("stored", "duplicates", "rejected", "failed"), map(int, match.groups())))
+    counts = dict(zip(("stored", "duplicates", "quarantined", "rejected", "failed"), map(int, match.groups())))
+    assert counts.pop("quarantined") == 0, "no rule set is active in these tests: nothing may be quarantined"
     return proc, counts
 
 
