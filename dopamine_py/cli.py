@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -93,6 +94,15 @@ def close_archive(archive) -> None:
     from .assembly import close_archive as close
 
     close(archive)
+
+
+@contextlib.contextmanager
+def opened_archive(settings: Settings):
+    archive = open_archive(settings)
+    try:
+        yield archive
+    finally:
+        close_archive(archive)
 
 
 def open_access_control(archive, settings: Settings):
@@ -267,22 +277,24 @@ def cmd_peer_add(args, settings: Settings) -> int:
     if problem:
         print(f"dopamine: peer: {problem}", file=sys.stderr)
         return 2
-    archive = open_archive(settings)
-    archive.backend.put_peer(args.aet, args.host, args.port)
+    with opened_archive(settings) as archive:
+        archive.backend.put_peer(args.aet, args.host, args.port)
     print(f"peer {args.aet} = {args.host}:{args.port}")
     return 0
 
 
 def cmd_peer_list(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    for peer in archive.backend.list_peers():
+    with opened_archive(settings) as archive:
+        peers = archive.backend.list_peers()
+    for peer in peers:
         print(f"{peer['aet']}\t{peer['host']}\t{peer['port']}")
     return 0
 
 
 def cmd_peer_remove(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    if not archive.backend.remove_peer(args.aet):
+    with opened_archive(settings) as archive:
+        removed = archive.backend.remove_peer(args.aet)
+    if not removed:
         print(f"dopamine: no peer {args.aet}", file=sys.stderr)
         return 1
     print(f"removed {args.aet}")
@@ -378,16 +390,14 @@ def cmd_rules_activate(args, settings: Settings) -> int:
         print(f"dopamine: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 1
     name = args.name or _ruleset_name(xml) or path.stem
-    archive = open_archive(settings)
-    try:
-        version = archive.routing.router.registry.activate(
-            name, xml, table_files(xml, path.parent), Selector(args.protocol, args.calling_aet, args.user),
-            author=_actor(), comment=args.comment)
-    except RuleSetError as exc:
-        print(f"{path}: not activated; the active version (if any) stays:\n{exc}", file=sys.stderr)
-        return 1
-    finally:
-        close_archive(archive)
+    with opened_archive(settings) as archive:
+        try:
+            version = archive.routing.router.registry.activate(
+                name, xml, table_files(xml, path.parent), Selector(args.protocol, args.calling_aet, args.user),
+                author=_actor(), comment=args.comment)
+        except RuleSetError as exc:
+            print(f"{path}: not activated; the active version (if any) stays:\n{exc}", file=sys.stderr)
+            return 1
     print(f"rule set {name} version {version} is active")
     return 0
 
@@ -402,11 +412,8 @@ def _ruleset_name(xml: bytes) -> str | None:
 
 
 def cmd_rules_deactivate(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         done = archive.routing.router.registry.deactivate(args.name, author=_actor())
-    finally:
-        close_archive(archive)
     print(f"rule set {args.name} deactivated" if done else f"dopamine: no active rule set {args.name}")
     return 0 if done else 1
 
@@ -414,80 +421,60 @@ def cmd_rules_deactivate(args, settings: Settings) -> int:
 def cmd_rules_list(args, settings: Settings) -> int:
     from .router import Selector
 
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         for b in archive.routing.router.registry.bindings():
             selector = Selector(b.get("protocol"), b.get("calling_aet"), b.get("user")).describe()
             state = "active" if b["active"] else "inactive"
             print(f"{b['name']}\tversion {b['version']}\t{state}\t{selector}\t{b['changed_by']} {b['changed_at']}")
-    finally:
-        close_archive(archive)
     return 0
 
 
 def cmd_rules_history(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         versions = archive.routing.router.registry.history(args.name)
-    finally:
-        close_archive(archive)
     for v in versions:
         print(f"version {v['version']}\t{v['at']}\t{v['author']}\t{v.get('comment') or ''}")
     return 0 if versions else 1
 
 
 def cmd_quarantine_list(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         for entry in archive.quarantined():
             source = entry["source"]
             print(f"{entry['sop_instance_uid']}\t{entry['at']}\t{source['protocol']} "
                   f"{source.get('calling_aet') or ''}\t{entry['reason']}")
-    finally:
-        close_archive(archive)
     return 0
 
 
 def cmd_quarantine_release(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
-        result = archive.release(args.uid, _actor())
-    except KeyError:
-        print(f"dopamine: {args.uid} is not in quarantine", file=sys.stderr)
-        return 1
-    finally:
-        close_archive(archive)
+    with opened_archive(settings) as archive:
+        try:
+            result = archive.release(args.uid, _actor())
+        except KeyError:
+            print(f"dopamine: {args.uid} is not in quarantine", file=sys.stderr)
+            return 1
     print(f"{args.uid}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
     return 0 if result.ok else 1
 
 
 def cmd_quarantine_discard(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         done = archive.discard(args.uid, _actor())
-    finally:
-        close_archive(archive)
     print(f"{args.uid}: discarded" if done else f"dopamine: {args.uid} is not in quarantine")
     return 0 if done else 1
 
 
 def cmd_forward_list(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         for item in archive.routing.forward.items():
             print(f"{item['sop_instance_uid']}\t{item['destination']}\t{item['state']}\t"
                   f"attempts {item['attempts']}\t{item.get('last_error') or ''}")
-    finally:
-        close_archive(archive)
     return 0
 
 
 def cmd_forward_retry(args, settings: Settings) -> int:
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         count = archive.routing.forward.retry_failed()
-    finally:
-        close_archive(archive)
     print(f"{count} failed forward(s) will be retried by the running server")
     return 0
 
@@ -504,11 +491,8 @@ def cmd_bruker_convert(args, settings: Settings) -> int:
 def cmd_bruker_import(args, settings: Settings) -> int:
     from bruker.cli import import_command
 
-    archive = open_archive(settings)
-    try:
+    with opened_archive(settings) as archive:
         return import_command(args.path, archive, enhanced=args.enhanced)
-    finally:
-        close_archive(archive)
 
 
 if __name__ == "__main__":
