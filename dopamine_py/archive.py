@@ -183,7 +183,7 @@ class ArchiveService:
             raise BadInstance(f"cannot parse DICOM data ({type(exc).__name__}: {exc})") from None
         ts = ds.file_meta.get("TransferSyntaxUID")
         if not ts:
-            raise BadInstance(f"File Meta Information has no Transfer Syntax UID")
+            raise BadInstance("File Meta Information has no Transfer Syntax UID")
         if not UID(ts).is_transfer_syntax:
             raise BadInstance(f"unknown transfer syntax {ts}")
         _check_complete(ds, size)

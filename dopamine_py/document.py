@@ -14,9 +14,10 @@ Differences from the wire form of DICOM JSON, all deliberate:
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
 from functools import lru_cache
@@ -191,15 +192,6 @@ def first_value(doc: dict[str, Any], tag: int) -> Any:
     return values[0]
 
 
-def text_values(doc: dict[str, Any], tag: int) -> Iterable[str]:
-    elem = doc.get(tag_key(tag)) or {}
-    for v in elem.get("Value") or []:
-        if isinstance(v, dict):
-            yield from (v.get(g, "") for g in PN_GROUPS)
-        elif v is not None:
-            yield str(v)
-
-
 def to_dataset(doc: dict[str, Any]) -> Dataset:
     """A pydicom data set from document elements (for responses: C-FIND identifiers, rendered metadata).
 
@@ -214,9 +206,7 @@ def to_dataset(doc: dict[str, Any]) -> Dataset:
             continue
         if vr in BINARY_VRS:
             value = elem.get("InlineBinary")
-            if isinstance(value, str):  # read back from JSON storage as Base64
-                import base64
-
+            if isinstance(value, str):  # Base64, as JSON carries it
                 value = base64.b64decode(value)
             ds.add_new(tag, vr, value)
             continue

@@ -40,7 +40,6 @@ from .document import (
     parse_tag,
     single_valued,
     tag_key,
-    to_document,
     vr_for_tag,
 )
 
@@ -142,9 +141,6 @@ class Query:
 
     def matches(self, doc: dict[str, Any]) -> bool:
         return all(_holds(c, doc) for c in self.conditions)
-
-    def matches_dataset(self, ds: Dataset) -> bool:
-        return self.matches(to_document(ds))
 
     @property
     def constraining(self) -> tuple[Condition, ...]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from pathlib import Path
 
 from lxml import etree
 
+from rules import RULES_DIR  # the shipped schema and tables, installed as package data
+
 from .errors import Problem, RuleSetError
 
-from rules import RULES_DIR  # noqa: E402  (the shipped schema and tables, installed as package data)
 SCHEMA_PATH = RULES_DIR / "ruleset.xsd"
 
 CONDITIONS = ("ElementMatch", "ElementExists", "All", "Any", "Not", "True", "False",

@@ -7,7 +7,6 @@ Documents and queries are generated; each backend tier stores the documents and 
 from __future__ import annotations
 
 import hashlib
-import string
 from collections import defaultdict
 
 import pytest

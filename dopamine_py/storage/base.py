@@ -226,7 +226,3 @@ class Backend(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
-
-
-def sop_order_key(inst: StoredInstance) -> tuple[str, str, str]:
-    return (inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid)
