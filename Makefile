@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./dopamine-data
-# Debian packages the test suite drives (DCMTK clients, dciodvfy, a real slapd).
-TEST_DEBS := dcmtk dicom3tools slapd ldap-utils
+# Debian packages the test suite drives (DCMTK clients, dciodvfy, a real slapd, openssl for its certificates).
+TEST_DEBS := dcmtk dicom3tools slapd ldap-utils openssl
 # The reference archive the benchmarks compare against.
 BENCH_DEBS := orthanc orthanc-dicomweb
 
