@@ -23,12 +23,9 @@ script is killed (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import argparse
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,7 +40,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from corpus import CorpusSpec, write_corpus  # noqa: E402
-from ingest_dimse import BenchmarkError, _interrupt, _load, _tail, _terminate, machine  # noqa: E402
+from ingest_dimse import BenchmarkError, _load, _tail, _terminate, machine, run_in_work_dir  # noqa: E402
 from orthanc import die_with_parent, free_port, orthanc_version, start_orthanc  # noqa: E402
 
 WARMUP_SEED = 2
@@ -279,21 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.instances, args.series_size, args.batch, args.warmup, args.repeats, args.series_repeats) < 1:
         parser.error("every count must be at least 1")
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    owned_tmp = args.work_dir is None
-    root = Path(tempfile.mkdtemp(prefix="dopamine-dicomweb-bench-")) if owned_tmp else args.work_dir
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return _benchmark(args, root)
-    except KeyboardInterrupt:
-        print("interrupted: every server started has been stopped", file=sys.stderr)
-        return 130
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if owned_tmp:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_work_dir(lambda root: _benchmark(args, root), args.work_dir, "dopamine-dicomweb-bench-")
 
 
 def _benchmark(args: argparse.Namespace, root: Path) -> int:

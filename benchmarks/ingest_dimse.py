@@ -299,13 +299,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{tool} is missing: apt-get install dcmtk", file=sys.stderr)
             return 2
 
-    # SIGTERM ends the run like Ctrl-C does: through the finally blocks that stop every server.
+    return run_in_work_dir(lambda root: _benchmark(args, root), args.work_dir, "dopamine-bench-")
+
+
+def run_in_work_dir(benchmark: Callable[[Path], int], work_dir: Path | None, prefix: str) -> int:
+    """Run ``benchmark(root)`` in ``work_dir``, or in a temporary folder removed afterwards; an error, Ctrl-C
+    or SIGTERM ends it through the finally blocks that stop every server it started."""
     signal.signal(signal.SIGTERM, _interrupt)
-    owned_tmp = args.work_dir is None
-    root = Path(tempfile.mkdtemp(prefix="dopamine-bench-")) if owned_tmp else args.work_dir
+    owned_tmp = work_dir is None
+    root = Path(tempfile.mkdtemp(prefix=prefix)) if owned_tmp else work_dir
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return _benchmark(args, root)
+        return benchmark(root)
     except KeyboardInterrupt:
         print("interrupted: every server started has been stopped", file=sys.stderr)
         return 130
