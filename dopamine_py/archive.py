@@ -7,7 +7,6 @@ translates requests and statuses.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 NOT_AUTHORIZED = 0x0124
 REFUSED = 0x0124  # a routing rule refused it: the archive's policy, like an access right
 QUARANTINE = "quarantine"  # record kind of the quarantine list
+OUTSIDE_STORE_RIGHTS = "not authorized: the data set matches none of the sender's Store rules"
 OUT_OF_RESOURCES = 0xA700
 DATA_SET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -199,11 +199,11 @@ class ArchiveService:
                               DATA_SET_DOES_NOT_MATCH)
         return ds
 
-    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None,
-               route: bool = True) -> StoreResult:
+    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None) -> StoreResult:
+        """Route (when routing is configured), then keep: in the archive, or in the quarantine."""
         received_uid = str(ds.SOPInstanceUID)
         outcome = None
-        if route and self.routing is not None:
+        if self.routing is not None:
             from .router import RuleApplicationError
 
             try:
@@ -240,8 +240,7 @@ class ArchiveService:
         except Exception as exc:  # a value pydicom cannot decode
             return self._failed(sop_uid, f"cannot decode data set: {type(exc).__name__}: {exc}", CANNOT_UNDERSTAND, source)
         if permits is not None and not permits(document):
-            return self._refused(sop_uid, "not authorized: the data set matches none of the sender's Store rules",
-                                 NOT_AUTHORIZED, source)
+            return self._refused(sop_uid, OUTSIDE_STORE_RIGHTS, NOT_AUTHORIZED, source)
         record = InstanceRecord(
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.SOPClassUID),
@@ -252,11 +251,12 @@ class ArchiveService:
             transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
             document=document,
             size=original.size,
-            sha256=_sha256(original),
+            sha256=original.sha256(),
             received_at=_now(),
             source=dataclasses.asdict(source),
         )
-        store = self.routing.quarantine if quarantine_reason and self.routing else self.backend
+        to_quarantine = bool(quarantine_reason and self.routing)
+        store = self.routing.quarantine if to_quarantine else self.backend
         try:
             put = store.put(record, original, self.duplicate_policy)
         except StorageFull as exc:
@@ -267,9 +267,8 @@ class ArchiveService:
             existing = store.get_document(sop_uid)
             if existing is None or not permits(existing):
                 # A duplicate status would tell the sender that data outside its rights exist.
-                return self._refused(sop_uid, "not authorized: the data set matches none of the sender's Store rules",
-                                     NOT_AUTHORIZED, source)
-        if quarantine_reason and self.routing:
+                return self._refused(sop_uid, OUTSIDE_STORE_RIGHTS, NOT_AUTHORIZED, source)
+        if to_quarantine:
             self.routing.records.insert(QUARANTINE, {"sop_instance_uid": sop_uid, "reason": quarantine_reason,
                                                      "at": _now(), "source": dataclasses.asdict(source)})
             log.warning("quarantined %s from %s: %s", sop_uid, source.protocol, quarantine_reason)
@@ -451,9 +450,3 @@ def _native_pixel_bytes(ds: Dataset) -> int | None:
     except (AttributeError, TypeError, ValueError):
         return None
     return (count * bits + 7) // 8
-
-
-def _sha256(original: Original) -> str:
-    if original.data is not None:
-        return hashlib.sha256(original.data).hexdigest()
-    return Original.hash_of(original)

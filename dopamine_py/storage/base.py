@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,14 +96,13 @@ class Original:
         return self.data if self.data is not None else self.path.read_bytes()
 
     def open(self) -> BinaryIO:
-        import io
-
         return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
 
-    @classmethod
-    def hash_of(cls, original: "Original") -> str:
+    def sha256(self) -> str:
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
         digest = hashlib.sha256()
-        with original.open() as f:
+        with open(self.path, "rb") as f:  # streamed: large originals never sit whole in memory
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         return digest.hexdigest()
