@@ -268,12 +268,15 @@ class DimseServer:
     # ---------------------------------------------------------------------------------------- services
 
     @staticmethod
-    def _source(event) -> Source:
-        assoc = event.assoc
+    def _source(event, identity) -> Source:
+        """Where a C-STORE comes from, with the user the association authenticated (for routing rules
+        on the user, and provenance)."""
+        requestor = event.assoc.requestor
         return Source(
             protocol="dimse",
-            calling_aet=str(assoc.requestor.ae_title).strip(),
-            peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
+            calling_aet=str(requestor.ae_title).strip(),
+            user=identity.user,
+            peer=f"{requestor.address}:{requestor.port}",
         )
 
     # ----------------------------------------------------------------------------------- access control
@@ -322,7 +325,7 @@ class DimseServer:
             return status
         result = self.archive.store_file(
             event.dataset_path,
-            self._source(event),
+            self._source(event, decision.identity),
             take_ownership=True,
             expected_sop_class=str(request.AffectedSOPClassUID),
             expected_sop_instance=str(request.AffectedSOPInstanceUID),

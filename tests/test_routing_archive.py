@@ -240,3 +240,21 @@ def test_routing_decisions_over_stow(data_dir, tmp_path):
         assert temporary.SOPInstanceUID in dopamine(data_dir, "quarantine", "list").stdout
     finally:
         server.stop()
+
+
+def test_a_rule_on_the_authenticated_dimse_user(data_dir, tmp_path):
+    """Routing conditions see the user of the association (storescu -usr/-pwd), not only its AE title."""
+    proc = subprocess.run(dopamine_command("user", "add", "tech", "--password-stdin", "--data-dir", str(data_dir)),
+                          input="technician password\n", capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    activate(data_dir, tmp_path, """<RuleSet name="by-user"><Rule><Condition><User value="tech"/></Condition>
+      <Action><SetElement tag="OperatorsName" template="{@user}"/></Action></Rule></RuleSet>""")
+    server = start_server(data_dir)
+    try:
+        sent = make_file(tmp_path / "one.dcm")
+        run([require_tool("storescu"), "-aec", server.aet, "-usr", "tech", "-pwd", "technician password",
+             server.host, str(server.dimse_port), str(tmp_path / "one.dcm")])
+        answer = find(server, "IMAGE", SOPInstanceUID=sent.SOPInstanceUID, OperatorsName=None)
+        assert "[tech]" in answer, answer
+    finally:
+        server.stop()
