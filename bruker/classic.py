@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage
 
 from . import acquisition
-from .common import base_dataset, clip, finish
+from .common import base_dataset, clip, finish, set_image_pixel
 from .context import ScanContext, instance_uid
 from .frames import Frame
 
@@ -48,14 +48,7 @@ def mr_image_datasets(ctx: ScanContext) -> Iterator[Dataset]:
     if acq["pixel_bandwidth"] is not None:
         base.PixelBandwidth = ds_number(acq["pixel_bandwidth"])
     layout = ctx.layout
-    base.Rows = layout.rows
-    base.Columns = layout.columns
-    base.SamplesPerPixel = 1
-    base.PhotometricInterpretation = "MONOCHROME2"
-    base.BitsAllocated = 16
-    base.BitsStored = 16
-    base.HighBit = 15
-    base.PixelRepresentation = 1 if ctx.pixels.signed_output else 0
+    set_image_pixel(base, ctx)
     base.PixelSpacing = [ds_number(v) for v in layout.pixel_spacing]
     if layout.is_3d and layout.slice_spacing:
         base.SpacingBetweenSlices = ds_number(layout.slice_spacing)

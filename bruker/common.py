@@ -154,3 +154,15 @@ def finish(ds: Dataset, sop_class_uid: str, sop_instance_uid: str) -> Dataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
     return ds
+
+
+def set_image_pixel(ds: Dataset, ctx: ScanContext) -> None:
+    """The Image Pixel module of both IODs: 16-bit monochrome frames of the reconstruction's size."""
+    ds.Rows = ctx.layout.rows
+    ds.Columns = ctx.layout.columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if ctx.pixels.signed_output else 0

@@ -18,7 +18,7 @@ from pydicom.uid import EnhancedMRImageStorage, generate_uid
 
 from . import acquisition
 from .classic import ds_number
-from .common import base_dataset, clip, finish
+from .common import base_dataset, clip, finish, set_image_pixel
 from .context import ConversionError, ScanContext, instance_uid
 from .frames import Frame
 
@@ -109,14 +109,7 @@ def _image_module(ds: Dataset, ctx: ScanContext, frame_type: str) -> None:
     ds.KSpaceFiltering = "NONE"
     ds.MagneticFieldStrength = ds_number(acq["field_strength"]) if acq["field_strength"] is not None else "0"
     ds.ApplicableSafetyStandardAgency = "IEC"
-    ds.Rows = layout.rows
-    ds.Columns = layout.columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if ctx.pixels.signed_output else 0
+    set_image_pixel(ds, ctx)
     ds.PresentationLUTShape = "IDENTITY"
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
