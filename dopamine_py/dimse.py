@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,6 +70,8 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 TOO_MANY_MATCHES = 0xA700
 MAX_SUBOPERATIONS = 65535
 MAX_CONTEXTS = 128
+SEND_QUEUE_DEPTH = 8  # C-FIND responses queued ahead of the socket (see _wait_while_send_queue_full)
+SEND_QUEUE_POLL = 0.0002
 
 
 def enable_tcp_nodelay() -> None:
@@ -351,6 +354,7 @@ class DimseServer:
             return
         requested = event.identifier
         for answer in found:
+            _wait_while_send_queue_full(event.assoc)
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
@@ -475,6 +479,16 @@ class DimseServer:
 class _Refused(Exception):
     def __init__(self, status: tuple[Dataset, None]):
         self.status = status
+
+
+def _wait_while_send_queue_full(assoc: Association) -> None:
+    """Hold the next C-FIND response while a few are still waiting to be sent.
+
+    pynetdicom queues responses without limit: without this wait a large result would sit in memory as
+    encoded PDUs, and a C-CANCEL would be seen only after the whole result had been queued."""
+    pending = assoc.dul.to_provider_queue
+    while pending.qsize() > SEND_QUEUE_DEPTH and assoc.is_established:
+        time.sleep(SEND_QUEUE_POLL)
 
 
 def _failure(status: int, comment: str) -> tuple[Dataset, None]:
