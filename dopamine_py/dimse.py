@@ -1,27 +1,29 @@
-"""DIMSE services over pynetdicom: Verification, Storage, Query/Retrieve FIND, GET and MOVE.
+"""DIMSE services: Verification, Storage, Query/Retrieve FIND, GET and MOVE.
 
-Protocol code only: every request becomes a call on the archive service.
+Protocol code only: every request becomes a call on the archive service. Associations are accepted by
+our own upper layer (``upper_layer/``); pynetdicom opens the associations we request (the C-MOVE
+sub-association to the destination).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, acse, build_context, dimse_messages, evt
-from pynetdicom.association import Association
-from pynetdicom.presentation import PresentationContext
-from pynetdicom import transport
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pynetdicom import AE, _config, build_context, transport
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -35,177 +37,73 @@ from pynetdicom.sop_class import (
 
 from acl import AccessControl, Service
 
-from . import dimse_wakeups
+from . import dimse_wakeups, part10
 from .archive import COMPUTED, NOT_AUTHORIZED, OUT_OF_RESOURCES, ArchiveService, Source, computed_attributes
 from .document import tag_key, to_dataset
 from .matching import MatchOptions, Query, QueryError, parse_identifier
-from .storage.base import Found, Level
+from .storage.base import Found, InstanceRecord, Level
+from .upper_layer import commands as cmd
+from .upper_layer.acceptor import (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorServer,
+                                   AcceptorSettings, Association, Message)
+from .upper_layer.pdu import UserIdentity
 
 log = logging.getLogger("dopamine.dimse")
-_NamedTemporaryFile = tempfile.NamedTemporaryFile
 
 PATIENT_ROOT = {
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
 }
-QR_CLASSES = PATIENT_ROOT | {
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-}
-LEVEL_KEYS = {
-    Level.PATIENT: 0x00100020,
-    Level.STUDY: 0x0020000D,
-    Level.SERIES: 0x0020000E,
-    Level.IMAGE: 0x00080018,
-}
+FIND_CLASSES = {PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind}
+GET_CLASSES = {PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet}
+MOVE_CLASSES = {PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove}
+QR_CLASSES = FIND_CLASSES | GET_CLASSES | MOVE_CLASSES
+STORAGE_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+ALL_SYNTAXES = [str(ts) for ts in AllTransferSyntaxes]
+QR_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
-# Q/R statuses (PS3.4 C.4).
+# Statuses (PS3.4 C.4, PS3.7 C).
+SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCELLED = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 MOVE_DESTINATION_UNKNOWN = 0xA801
 TOO_MANY_MATCHES = 0xA700
+SUB_OPERATIONS_FAILED = 0xA702
+SOME_SUB_OPERATIONS_FAILED = 0xB000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+UNRECOGNIZED_OPERATION = 0x0211
 MAX_SUBOPERATIONS = 65535
 MAX_CONTEXTS = 128
-SEND_QUEUE_DEPTH = 8  # C-FIND responses queued ahead of the socket (see _wait_while_send_queue_full)
-SEND_QUEUE_POLL = 0.0002
+FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
 
 
 def enable_tcp_nodelay() -> None:
-    """Set TCP_NODELAY on every DIMSE socket, accepted or opened.
+    """Set TCP_NODELAY on the sockets pynetdicom opens (our requests: C-MOVE sub-associations, forwarding).
 
     Without it a DICOM peer waits for the delayed ACK of each small PDU (about 40 ms a message).
-    pynetdicom offers no socket-option hook, so its two socket factories are wrapped, once.
+    pynetdicom offers no socket-option hook, so its socket factory is wrapped, once.
     """
     if getattr(transport, "_dopamine_nodelay", False):
         return
-    accept = transport.AssociationServer.get_request
     create = transport.AssociationSocket._create_socket
-
-    def get_request(self):
-        sock, address = accept(self)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, address
 
     def create_socket(self, address):
         sock = create(self, address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    transport.AssociationServer.get_request = get_request
     transport.AssociationSocket._create_socket = create_socket
     transport._dopamine_nodelay = True
 
 
-def prefer_requestor_transfer_syntax() -> None:
-    """Accept, for each proposed context, the first transfer syntax the *requestor* listed that we support.
-
-    pynetdicom picks by the acceptor's order, so a sender proposing JPEG 2000 then explicit VR would see
-    its data transcoded. An archive keeps data as sent: the sender's preference wins. Each proposed
-    context is negotiated on its own against a copy of our context, its syntaxes in the sender's order.
-    """
-    if getattr(acse, "_dopamine_prefers_requestor", False):
-        return
-    negotiate = acse.negotiate_as_acceptor
-
-    def negotiate_as_acceptor(rq_contexts, ac_contexts, roles=None):
-        supported = {cx.abstract_syntax: cx for cx in ac_contexts}
-        accepted, replies = [], {}
-        for rq in rq_contexts:
-            ours = supported.get(rq.abstract_syntax)
-            if ours is not None:
-                preferred = [ts for ts in rq.transfer_syntax if ts in ours.transfer_syntax]
-                copy = PresentationContext()
-                copy.abstract_syntax = ours.abstract_syntax
-                copy.transfer_syntax = preferred or list(ours.transfer_syntax)
-                copy.scu_role, copy.scp_role = ours.scu_role, ours.scp_role
-                ours = [copy]
-            contexts, role_items = negotiate([rq], ours or [], roles)
-            accepted += contexts
-            replies.update({item.sop_class_uid: item for item in role_items})
-        accepted.sort(key=lambda cx: cx.context_id)
-        return accepted, sorted(replies.values(), key=lambda item: item.sop_class_uid)
-
-    acse.negotiate_as_acceptor = negotiate_as_acceptor
-    acse._dopamine_prefers_requestor = True
-
-
-class ReceivedFile:
-    """The file pynetdicom writes an incoming data set to, made to survive a full disk.
-
-    pynetdicom writes each fragment as it arrives, in its connection thread; a failed write there kills
-    the connection and the sender never gets an answer. This wrapper remembers the failure, frees what
-    was written and drops the rest of the data set, so that the C-STORE handler can answer 'out of
-    resources' (A700H) and the association goes on.
-    """
-
-    def __init__(self, *args, **kwargs):
-        self._file = _NamedTemporaryFile(*args, **kwargs)
-        self.name = self._file.name
-        self.failure: OSError | None = None
-
-    def write(self, data) -> int:
-        if self.failure is None:
-            try:
-                return self._file.write(data)
-            except OSError as exc:
-                self.failure = exc
-                with contextlib.suppress(OSError):
-                    self._file.truncate(0)
-        return len(data)
-
-    @property
-    def file(self):
-        return self
-
-    def flush(self) -> None:
-        if self.failure is None:
-            try:
-                self._file.flush()
-            except OSError as exc:
-                self.failure = exc
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-
-
-def survive_full_disk_while_receiving() -> None:
-    if dimse_messages.NamedTemporaryFile is not ReceivedFile:
-        dimse_messages.NamedTemporaryFile = ReceivedFile
-
-
-ORIGINAL_PATH = "_dopamine_original_path"
-
-
-def send_originals_unchanged() -> None:
-    """Make C-STORE sub-operations send the stored bytes themselves.
-
-    pynetdicom's C-GET and C-MOVE loops take only ``Dataset`` objects, which it re-encodes with pydicom:
-    not always byte for byte (character sets, padding). The retrieve handlers yield a small marker data
-    set naming the stored file; this wrapper sends that file raw (pynetdicom's chunked file send, which
-    never decodes it) when the peer accepted the stored transfer syntax, and only otherwise reads the
-    data set so that pynetdicom can convert it.
-    """
-    if getattr(Association, "_dopamine_sends_originals", False):
-        return
-    send = Association.send_c_store
-    _config.STORE_SEND_CHUNKED_DATASET = True  # applies to sends from a file path only, which only we use
-
-    def send_c_store(self, dataset, *args, **kwargs):
-        path = getattr(dataset, ORIGINAL_PATH, None) if isinstance(dataset, Dataset) else None
-        if path is None:
-            return send(self, dataset, *args, **kwargs)
-        try:
-            return send(self, path, *args, **kwargs)
-        except (ValueError, AttributeError):  # no context for the stored syntax, or an incomplete file meta
-            return send(self, dcmread(path), *args, **kwargs)
-
-    Association.send_c_store = send_c_store
-    Association._dopamine_sends_originals = True
+class _Refused(Exception):
+    def __init__(self, status: int, comment: str):
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment[:64]
 
 
 class DimseServer:
@@ -219,210 +117,336 @@ class DimseServer:
         self.match_options = match_options
         self.incoming_dir = Path(incoming_dir)
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
-        self.ae = self._make_ae(max_associations, network_timeout)
-        self._server = None
-
-    def _make_ae(self, max_associations: int, network_timeout: int) -> AE:
+        self.network_timeout = network_timeout
+        self.settings = AcceptorSettings(aet=aet, incoming_dir=self.incoming_dir, max_associations=max_associations,
+                                         network_timeout=network_timeout, part10_header=_file_header)
         enable_tcp_nodelay()
-        dimse_wakeups.install()
-        send_originals_unchanged()
-        prefer_requestor_transfer_syntax()
-        survive_full_disk_while_receiving()
-        # Received data sets are written to disk as they arrive, never held whole in memory.
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        # Files received land beside the store, so that a large one is moved into place, not copied.
-        tempfile.tempdir = str(self.incoming_dir)
-        ae = AE(ae_title=self.aet)
-        ae.require_called_aet = True
-        ae.maximum_associations = max_associations
-        ae.network_timeout = network_timeout
-        ae.dimse_timeout = network_timeout
-        ae.acse_timeout = network_timeout
-        ae.maximum_pdu_size = 0  # no limit on what we receive
-        transfer_syntaxes = list(AllTransferSyntaxes)
-        ae.add_supported_context(Verification, transfer_syntaxes)
-        for cx in AllStoragePresentationContexts:
-            # Roles accepted as proposed: a C-GET requestor asks to be the storage SCP.
-            ae.add_supported_context(cx.abstract_syntax, transfer_syntaxes, scu_role=True, scp_role=True)
-        for sop_class in QR_CLASSES:
-            ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        return ae
-
-    @property
-    def handlers(self) -> list[tuple[Any, Any]]:
-        return [
-            (evt.EVT_USER_ID, self.on_user_identity),
-            (evt.EVT_C_ECHO, self.on_echo),
-            (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_C_FIND, self.on_find),
-            (evt.EVT_C_GET, self.on_get),
-            (evt.EVT_C_MOVE, self.on_move),
-        ]
+        dimse_wakeups.install()  # for the associations pynetdicom opens for us
+        self._server: AcceptorServer | None = None
 
     def start(self) -> None:
-        self._server = self.ae.start_server(self.address, block=False, evt_handlers=self.handlers)
+        self._server = AcceptorServer(self.address, self.settings, self)
+        self._server.start()
         log.info("DIMSE listening on %s:%d as %s", *self.address, self.aet)
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
             self._server = None
 
-    # ---------------------------------------------------------------------------------------- services
+    # ------------------------------------------------------------------------ what the acceptor asks
 
-    @staticmethod
-    def _source(event, identity) -> Source:
-        """Where a C-STORE comes from, with the user the association authenticated (for routing rules
-        on the user, and provenance)."""
-        requestor = event.assoc.requestor
-        return Source(
-            protocol="dimse",
-            calling_aet=str(requestor.ae_title).strip(),
-            user=identity.user,
-            peer=f"{requestor.address}:{requestor.port}",
+    def transfer_syntaxes(self, abstract_syntax: str) -> list[str] | None:
+        if abstract_syntax in STORAGE_CLASSES or abstract_syntax == Verification:
+            return ALL_SYNTAXES
+        if abstract_syntax in QR_CLASSES:
+            return QR_SYNTAXES
+        return None
+
+    def authenticate(self, association: Association, identity: UserIdentity) -> tuple[bool, bytes | None]:
+        accepted, who, response = self.access.authenticate_dimse(
+            identity.kind, identity.primary, identity.secondary, calling_aet=association.calling_aet,
+            peer_host=association.peer_host, peer_port=association.peer_port,
         )
+        if accepted:
+            association.identity = who
+        return accepted, response
+
+    def handle(self, association: Association, message: Message) -> None:
+        handler = {
+            cmd.C_ECHO_RQ: self.on_echo,
+            cmd.C_STORE_RQ: self.on_store,
+            cmd.C_FIND_RQ: self.on_find,
+            cmd.C_GET_RQ: self.on_get,
+            cmd.C_MOVE_RQ: self.on_move,
+        }.get(message.field)
+        if message.field == cmd.C_CANCEL_RQ:
+            return  # for an operation that already ended
+        if handler is None:
+            self._answer(association, message, UNRECOGNIZED_OPERATION, f"command field {message.field:#06x}")
+            return
+        try:
+            handler(association, message)
+        except (OSError, ConnectionError):
+            raise  # the connection itself: the acceptor ends the association
+        except Exception as exc:  # a bug must cost one operation, not the association without an answer
+            log.exception("%#06x from %s failed", message.field, association.calling_aet)
+            self._discard(message)
+            self._answer(association, message, UNABLE_TO_PROCESS, f"internal error: {type(exc).__name__}")
 
     # ----------------------------------------------------------------------------------- access control
 
-    def on_user_identity(self, event) -> tuple[bool, bytes | None]:
-        requestor = event.assoc.requestor
-        accepted, identity, response = self.access.authenticate_dimse(
-            event.user_id_type, event.primary_field, event.secondary_field,
-            calling_aet=str(requestor.ae_title).strip(), peer_host=requestor.address, peer_port=requestor.port,
-        )
-        if accepted:
-            # Kept on the association itself: it goes away with it.
-            event.assoc.dopamine_identity = identity
-        return accepted, response
-
-    def _decide(self, event, service: Service):
-        identity = getattr(event.assoc, "dopamine_identity", None)
+    def _decide(self, association: Association, service: Service):
+        identity = association.identity
         if identity is None:
-            requestor = event.assoc.requestor
-            identity = self.access.dimse_identity(str(requestor.ae_title).strip(), requestor.address, requestor.port)
+            identity = self.access.dimse_identity(association.calling_aet, association.peer_host, association.peer_port)
         return self.access.decide(identity, service)
+
+    @staticmethod
+    def _source(association: Association, identity) -> Source:
+        """Where a C-STORE comes from, with the user the association authenticated (for routing rules
+        on the user, and provenance)."""
+        return Source(protocol="dimse", calling_aet=association.calling_aet, user=identity.user,
+                      peer=f"{association.peer_host}:{association.peer_port}")
 
     # ----------------------------------------------------------------------------------------- services
 
-    def on_echo(self, event) -> int:
-        if self._decide(event, Service.ECHO).allowed:
-            return 0x0000
+    def on_echo(self, association: Association, message: Message) -> None:
+        if self._decide(association, Service.ECHO).allowed:
+            self._answer(association, message, SUCCESS)
+            return
         # C-ECHO has no "not authorized" status that clients act on (echoscu exits 0 on any status):
         # the refusal is the end of the association.
-        event.assoc.abort()
-        return NOT_AUTHORIZED
+        association.abort()
 
-    def on_store(self, event) -> Dataset:
-        request = event.request
-        status = Dataset()
-        received = getattr(request, "_dataset_file", None)
-        if isinstance(received, ReceivedFile) and received.failure is not None:
-            log.error("could not write an incoming data set to disk: %s", received.failure)
-            status.Status = OUT_OF_RESOURCES
-            status.ErrorComment = f"out of resources: {received.failure.strerror or received.failure}"[:64]
-            return status
-        decision = self._decide(event, Service.STORE)
-        if not decision.allowed:
-            status.Status = NOT_AUTHORIZED
-            status.ErrorComment = "not authorized to store"
-            return status
-        result = self.archive.store_file(
-            event.dataset_path,
-            self._source(event, decision.identity),
-            take_ownership=True,
-            expected_sop_class=str(request.AffectedSOPClassUID),
-            expected_sop_instance=str(request.AffectedSOPInstanceUID),
-            permits=None if decision.unrestricted else decision.permits,
-        )
-        status.Status = result.dimse_status
-        if result.reason and result.dimse_status != 0x0000:
-            status.ErrorComment = result.reason[:64]
-        return status
-
-    def on_find(self, event) -> Iterator[tuple[int, Dataset | None]]:
-        decision = self._decide(event, Service.QUERY)
-        if not decision.allowed:
-            yield _failure(NOT_AUTHORIZED, "not authorized to query")
+    def on_store(self, association: Association, message: Message) -> None:
+        request = message.command
+        sop_class = request.get(cmd.AFFECTED_SOP_CLASS, "")
+        sop_instance = request.get(cmd.AFFECTED_SOP_INSTANCE, "")
+        if message.failure is not None:
+            log.error("could not write an incoming data set to disk: %s", message.failure)
+            reason = f"out of resources: {message.failure.strerror or message.failure}"
+            self._answer(association, message, OUT_OF_RESOURCES, reason)
             return
+        decision = self._decide(association, Service.STORE)
+        if not decision.allowed:
+            self._discard(message)
+            self._answer(association, message, NOT_AUTHORIZED, "not authorized to store")
+            return
+        context = association.contexts[message.context_id]
+        source = self._source(association, decision.identity)
+        permits = None if decision.unrestricted else decision.permits
+        if message.path is not None:
+            result = self.archive.store_file(message.path, source, take_ownership=True, expected_sop_class=sop_class,
+                                             expected_sop_instance=sop_instance, permits=permits)
+            self._discard(message)  # still there when it was not stored, or copied
+        else:
+            header = _file_header(sop_class, sop_instance, context.transfer_syntax, association.calling_aet)
+            result = self.archive.store_bytes(header + (message.data or b""), source, name=f"C-STORE {sop_instance}",
+                                              expected=(sop_class, sop_instance), permits=permits)
+        comment = result.reason if result.reason and result.dimse_status != SUCCESS else None
+        self._answer(association, message, result.dimse_status, comment)
+
+    def on_find(self, association: Association, message: Message) -> None:
         try:
-            level, query = self._parse(event)
+            decision = self._decide(association, Service.QUERY)
+            if not decision.allowed:
+                raise _Refused(NOT_AUTHORIZED, "not authorized to query")
+            identifier = self._identifier(association, message)
+            level, query = self._parse(association, message, identifier, FIND_CLASSES)
             # The access constraints go into the backend query: counts and results never see hidden data.
             found = self.archive.find(level, decision.restrict(query))
         except QueryError as exc:
             log.warning("C-FIND refused: %s", exc)
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc))
+            self._answer(association, message, IDENTIFIER_DOES_NOT_MATCH, str(exc))
             return
-        requested = event.identifier
+        except _Refused as refused:
+            self._answer(association, message, refused.status, refused.comment)
+            return
+        context = association.contexts[message.context_id]
         for answer in found:
-            _wait_while_send_queue_full(event.assoc)
-            if event.is_cancelled:
-                yield CANCELLED, None
+            if association.cancel_requested(message.message_id):
+                self._answer(association, message, CANCELLED)
                 return
-            yield PENDING, self._response(requested, level, answer)
+            response = _encode(self._response(identifier, level, answer), context.transfer_syntax)
+            association.send(message.context_id, cmd.response(message.command, PENDING), data=response)
+        self._answer(association, message, SUCCESS)
 
-    def on_get(self, event) -> Iterator[Any]:
-        # pynetdicom wants the number of sub-operations first, even before a failure status.
+    def on_get(self, association: Association, message: Message) -> None:
         try:
-            matches = self._retrieve_matches(event)
+            matches = self._retrieve_matches(association, message, GET_CLASSES)
         except _Refused as refused:
-            yield 1
-            yield refused.status
+            self._answer(association, message, refused.status, refused.comment)
             return
-        yield len(matches)
-        yield from self._send(event, matches)
+        self._sub_operations(association, message, matches, lambda inst: self._store_back(association, message, inst))
 
-    def on_move(self, event) -> Iterator[Any]:
-        destination = event.move_destination
-        destination = destination.decode("ascii", "replace") if isinstance(destination, bytes) else str(destination)
-        destination = destination.strip()
-        peer = self.archive.backend.get_peer(destination)
-        if peer is None:
-            log.warning("C-MOVE to unknown destination %r (add it with `dopamine peer add`)", destination)
-            yield None, None
+    def on_move(self, association: Association, message: Message) -> None:
+        destination = str(message.command.get(cmd.MOVE_DESTINATION, "")).strip()
+        try:
+            peer = self.archive.backend.get_peer(destination)
+            if peer is None:
+                log.warning("C-MOVE to unknown destination %r (add it with `dopamine peer add`)", destination)
+                raise _Refused(MOVE_DESTINATION_UNKNOWN, f"unknown move destination {destination!r}")
+            matches = self._retrieve_matches(association, message, MOVE_CLASSES)
+        except _Refused as refused:
+            self._answer(association, message, refused.status, refused.comment)
+            return
+        if not matches:
+            self._answer(association, message, SUCCESS, extra=_counts(0, 0, 0, 0, final=True))
+            return
+        ae = AE(ae_title=self.aet)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.network_timeout
+        ae.requested_contexts = _contexts_for(matches)
+        sub = ae.associate(peer["host"], peer["port"], ae_title=peer["aet"])
+        if not sub.is_established:
+            log.warning("C-MOVE: association with %s@%s:%s failed", peer["aet"], peer["host"], peer["port"])
+            self._answer(association, message, MOVE_DESTINATION_UNKNOWN, f"cannot associate with {destination}")
             return
         try:
-            matches = self._retrieve_matches(event)
-        except _Refused as refused:
-            # pynetdicom needs the destination and a count before it takes a failure status.
-            yield peer["host"], peer["port"]
-            yield 1
-            yield refused.status
-            return
-        yield peer["host"], peer["port"], {"contexts": _contexts_for(matches)}
-        yield len(matches)
-        yield from self._send(event, matches)
+            self._sub_operations(association, message, matches,
+                                 lambda inst: self._store_to(sub, inst, association.calling_aet, message.message_id))
+        finally:
+            if sub.is_established:
+                sub.release()
 
-    def _retrieve_matches(self, event) -> list:
+    # --------------------------------------------------------------------------------- retrieval
+
+    def _retrieve_matches(self, association: Association, message: Message, models: set) -> list[InstanceRecord]:
         """The instances a C-GET or C-MOVE may send: matching the identifier and the Retrieve rights."""
-        decision = self._decide(event, Service.RETRIEVE)
+        decision = self._decide(association, Service.RETRIEVE)
         if not decision.allowed:
-            raise _Refused(_failure(NOT_AUTHORIZED, "not authorized to retrieve"))
+            raise _Refused(NOT_AUTHORIZED, "not authorized to retrieve")
+        identifier = self._identifier(association, message)
+        _, query = self._parse(association, message, identifier, models)
+        query = Query(tuple(c for c in query.conditions if c.tag not in COMPUTED), query.return_tags)
         try:
-            _, query = self._parse(event, retrieve=True)
             matches = list(self.archive.instances(decision.restrict(query)))
         except QueryError as exc:
             log.warning("retrieve refused: %s", exc)
-            raise _Refused(_failure(IDENTIFIER_DOES_NOT_MATCH, str(exc))) from None
+            raise _Refused(IDENTIFIER_DOES_NOT_MATCH, str(exc)) from None
         if len(matches) > MAX_SUBOPERATIONS:
-            raise _Refused(_failure(TOO_MANY_MATCHES, f"{len(matches)} instances match; at most {MAX_SUBOPERATIONS}"))
+            raise _Refused(TOO_MANY_MATCHES, f"{len(matches)} instances match; at most {MAX_SUBOPERATIONS}")
         return matches
+
+    def _sub_operations(self, association: Association, message: Message, matches: list, store) -> None:
+        """Send each match with ``store`` (which returns the C-STORE status or None when it could not be
+        sent), a pending response after each, and the final response with the counts (PS3.4 C.4.2/C.4.3)."""
+        completed = failed = warning = 0
+        failed_uids: list[str] = []
+        cancelled = False
+        for done, inst in enumerate(matches):
+            if association.cancel_requested(message.message_id):
+                cancelled = True
+                break
+            status = store(inst)
+            if status == SUCCESS:
+                completed += 1
+            elif status is not None and status & 0xF000 == 0xB000:
+                warning += 1
+            else:
+                failed += 1
+                failed_uids.append(inst.sop_instance_uid)
+            remaining = len(matches) - done - 1
+            if remaining:
+                self._answer(association, message, PENDING, extra=_counts(remaining, completed, failed, warning))
+        if cancelled:
+            status = CANCELLED
+        elif failed == 0 and warning == 0:
+            status = SUCCESS
+        elif completed == 0 and warning == 0:
+            status = SUB_OPERATIONS_FAILED
+        else:
+            status = SOME_SUB_OPERATIONS_FAILED
+        data = None
+        if failed_uids:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = failed_uids
+            data = _encode(ds, association.contexts[message.context_id].transfer_syntax)
+        association.send(message.context_id, cmd.response(message.command, status, extra=_counts(
+            len(matches) - completed - failed - warning if cancelled else 0, completed, failed, warning, final=not cancelled)),
+            data=data)
+
+    def _store_back(self, association: Association, message: Message, inst: InstanceRecord) -> int | None:
+        """A C-GET sub-operation: a C-STORE on the requestor's own association."""
+        context = association.context_for(inst.sop_class_uid, _syntaxes_for(inst), as_scu=True)
+        if context is None:
+            log.warning("C-GET: %s not sent, the requestor accepted no context for %s in %s",
+                        inst.sop_instance_uid, inst.sop_class_uid, inst.transfer_syntax_uid)
+            return None
+        sub_id = (message.message_id + 1 + association.sent_requests) & 0xFFFF
+        association.sent_requests += 1
+        request = {cmd.AFFECTED_SOP_CLASS: inst.sop_class_uid, cmd.COMMAND_FIELD: cmd.C_STORE_RQ,
+                   cmd.MESSAGE_ID: sub_id, cmd.PRIORITY: 0, cmd.AFFECTED_SOP_INSTANCE: inst.sop_instance_uid}
+        try:
+            with self.archive.open_original(inst.sop_instance_uid) as original:
+                if context.transfer_syntax == inst.transfer_syntax_uid:
+                    part10.skip_file_meta(original)
+                    association.send(context.id, request, stream=original)
+                else:
+                    association.send(context.id, request, data=_transcode(original, context.transfer_syntax))
+        except (KeyError, OSError, ValueError) as exc:
+            log.error("C-GET: cannot send %s: %s", inst.sop_instance_uid, exc)
+            return None
+        return self._await_store_response(association, message, sub_id)
+
+    def _await_store_response(self, association: Association, message: Message, sub_id: int) -> int | None:
+        while True:
+            reply = association.receive()
+            if reply is None:
+                return None  # released under us: the final response will not be read anyway
+            if reply.field == cmd.C_STORE_RQ | cmd.RESPONSE and reply.command.get(cmd.RESPONDING_TO) == sub_id:
+                return reply.command.get(cmd.STATUS)
+            if reply.field == cmd.C_CANCEL_RQ and reply.command.get(cmd.RESPONDING_TO) == message.message_id:
+                association._waiting.append(reply)  # seen by the next cancel_requested
+                continue
+            log.warning("C-GET: unexpected message %#06x while waiting for a C-STORE response", reply.field)
+
+    def _store_to(self, sub, inst: InstanceRecord, originator: str, originator_id: int) -> int | None:
+        """A C-MOVE sub-operation: a C-STORE to the destination, the stored bytes sent as they are."""
+        try:
+            with self._original_file(inst) as path:
+                try:
+                    status = sub.send_c_store(path, originator_aet=originator, originator_id=originator_id)
+                except (ValueError, AttributeError):  # no context for the stored syntax: pynetdicom converts
+                    status = sub.send_c_store(dcmread(path), originator_aet=originator, originator_id=originator_id)
+        except (KeyError, OSError) as exc:
+            log.error("C-MOVE: cannot send %s: %s", inst.sop_instance_uid, exc)
+            return None
+        return getattr(status, "Status", None)
+
+    @contextlib.contextmanager
+    def _original_file(self, inst) -> Iterator[Path]:
+        """The stored bytes as a file: the stored file itself, or a temporary copy of inline bytes."""
+        with self.archive.open_original(inst.sop_instance_uid) as source:
+            name = getattr(source, "name", None)
+            if isinstance(name, str) and os.path.isfile(name):
+                yield Path(name)
+                return
+            with tempfile.NamedTemporaryFile(dir=self.incoming_dir, suffix=".dcm") as copy:
+                shutil.copyfileobj(source, copy)
+                copy.flush()
+                yield Path(copy.name)
 
     # ----------------------------------------------------------------------------------------- helpers
 
-    def _parse(self, event, retrieve: bool = False) -> tuple[Level, Query]:
-        identifier = event.identifier
-        level_text = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    def _answer(self, association: Association, message: Message, status: int, comment: str | None = None,
+                extra: dict[int, Any] | None = None) -> None:
+        fields = dict(extra or {})
+        if comment:
+            fields[cmd.ERROR_COMMENT] = comment[:64]
+        association.send(message.context_id, cmd.response(message.command, status, extra=fields))
+
+    @staticmethod
+    def _discard(message: Message) -> None:
+        if message.path is not None:
+            with contextlib.suppress(OSError):
+                message.path.unlink()
+
+    def _identifier(self, association: Association, message: Message) -> Dataset:
+        if message.data is None:
+            raise _Refused(IDENTIFIER_DOES_NOT_MATCH, "no identifier")
+        syntax = UID(association.contexts[message.context_id].transfer_syntax)
         try:
-            level = Level(level_text)
-        except ValueError:
-            raise QueryError(f"QueryRetrieveLevel {level_text!r} is not PATIENT, STUDY, SERIES or IMAGE") from None
-        model = str(event.request.AffectedSOPClassUID)
-        if level == Level.PATIENT and model not in PATIENT_ROOT:
-            raise QueryError("PATIENT level is only defined for the Patient Root information model")
-        query = parse_identifier(identifier, self.match_options)
-        if retrieve:
-            query = Query(tuple(c for c in query.conditions if c.tag not in COMPUTED), query.return_tags)
-        return level, query
+            return read_dataset(io.BytesIO(message.data), syntax.is_implicit_VR, syntax.is_little_endian)
+        except Exception as exc:  # pydicom raises many types on bad data
+            raise _Refused(IDENTIFIER_DOES_NOT_MATCH, f"cannot decode the identifier: {exc}") from None
+
+    def _parse(self, association: Association, message: Message, identifier: Dataset, models: set) -> tuple[Level, Query]:
+        model = association.contexts[message.context_id].abstract_syntax
+        if model not in models:
+            raise _Refused(SOP_CLASS_NOT_SUPPORTED, f"{model} is not a model for this request")
+        try:
+            level_text = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+            try:
+                level = Level(level_text)
+            except ValueError:
+                raise QueryError(f"QueryRetrieveLevel {level_text!r} is not PATIENT, STUDY, SERIES or IMAGE") from None
+            if level == Level.PATIENT and model not in PATIENT_ROOT:
+                raise QueryError("PATIENT level is only defined for the Patient Root information model")
+            return level, parse_identifier(identifier, self.match_options)
+        except QueryError as exc:
+            log.warning("C-FIND/GET/MOVE refused: %s", exc)
+            raise _Refused(IDENTIFIER_DOES_NOT_MATCH, str(exc)) from None
 
     def _response(self, requested: Dataset, level: Level, answer: Found) -> Dataset:
         document = dict(answer.document)
@@ -446,58 +470,38 @@ class DimseServer:
             response.SpecificCharacterSet = "ISO_IR 192"
         return response
 
-    def _send(self, event, matches) -> Iterator[tuple[int, Dataset | None]]:
-        """Yield a marker per instance; pynetdicom sends each before asking for the next."""
-        for inst in matches:
-            if event.is_cancelled:
-                yield CANCELLED, None
-                return
-            try:
-                with self._original_file(inst) as path:
-                    marker = Dataset()
-                    marker.SOPClassUID = inst.sop_class_uid
-                    marker.SOPInstanceUID = inst.sop_instance_uid
-                    setattr(marker, ORIGINAL_PATH, path)
-                    yield PENDING, marker
-            except (KeyError, OSError) as exc:
-                log.error("cannot read %s for retrieval: %s", inst.sop_instance_uid, exc)
 
-    @contextlib.contextmanager
-    def _original_file(self, inst) -> Iterator[Path]:
-        """The stored bytes as a file: the stored file itself, or a temporary copy of inline bytes."""
-        with self.archive.open_original(inst.sop_instance_uid) as source:
-            name = getattr(source, "name", None)
-            if isinstance(name, str) and os.path.isfile(name):
-                yield Path(name)
-                return
-            with tempfile.NamedTemporaryFile(dir=self.incoming_dir, suffix=".dcm") as copy:
-                shutil.copyfileobj(source, copy)
-                copy.flush()
-                yield Path(copy.name)
+def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str, source_aet: str = "") -> bytes:
+    return part10.file_header(sop_class, sop_instance, transfer_syntax, implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+                              implementation_version=IMPLEMENTATION_VERSION, source_aet=source_aet)
 
 
-class _Refused(Exception):
-    def __init__(self, status: tuple[Dataset, None]):
-        self.status = status
+def _encode(ds: Dataset, transfer_syntax: str) -> bytes:
+    syntax = UID(transfer_syntax)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = syntax.is_little_endian
+    buffer.is_implicit_VR = syntax.is_implicit_VR
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
 
 
-def _wait_while_send_queue_full(assoc: Association) -> None:
-    """Hold the next C-FIND response while a few are still waiting to be sent.
-
-    pynetdicom queues responses without limit: without this wait a large result would sit in memory as
-    encoded PDUs, and a C-CANCEL would be seen only after the whole result had been queued."""
-    pending = assoc.dul.to_provider_queue
-    while pending.qsize() > SEND_QUEUE_DEPTH and assoc.is_established:
-        time.sleep(SEND_QUEUE_POLL)
+def _transcode(original: BinaryIO, transfer_syntax: str) -> bytes:
+    """The stored data set in another uncompressed syntax, for a C-GET requestor that accepted only that."""
+    ds = dcmread(original)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        raise ValueError(f"stored compressed ({ds.file_meta.TransferSyntaxUID}), the requestor accepted only {transfer_syntax}")
+    return _encode(ds, transfer_syntax)
 
 
-def _failure(status: int, comment: str) -> tuple[Dataset, None]:
-    """A failure response: the status and its Error Comment go in the command set (PS3.7 C.4), which
-    pynetdicom builds from a status data set."""
-    status_set = Dataset()
-    status_set.Status = status
-    status_set.ErrorComment = comment[:64]
-    return status_set, None
+def _syntaxes_for(inst: InstanceRecord) -> list[str]:
+    return list(dict.fromkeys([inst.transfer_syntax_uid, *UNCOMPRESSED]))
+
+
+def _counts(remaining: int, completed: int, failed: int, warning: int, final: bool = False) -> dict[int, int]:
+    counts = {cmd.COMPLETED: completed, cmd.FAILED: failed, cmd.WARNING: warning}
+    if not final:
+        counts[cmd.REMAINING] = remaining
+    return counts
 
 
 def _restrict_items(stored: dict[str, Any], requested_item: Dataset) -> dict[str, Any]:

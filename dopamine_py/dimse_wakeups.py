@@ -1,12 +1,14 @@
 """pynetdicom's two reactor loops, woken by events instead of polling every millisecond.
 
+Used for the associations we request (C-MOVE sub-associations, forwarding); we accept ours with
+``upper_layer/``.
+
 pynetdicom runs two threads per association, each looping on ``time.sleep(0.001)``: the DUL thread
 (socket and state machine) and the association thread (DIMSE messages). Each C-STORE crosses both loops
 a few times, so about 2 ms of every message is spent sleeping: a third of our per-instance time on one
 association (benchmarks/README.md). Here the DUL thread waits in ``select()`` on its socket and on a
 wake-up socket written when a PDU is queued for sending, and the association thread waits on its DIMSE
 message queue. Both still wake at least every ``MAX_WAIT`` seconds, so timers and releases work as before.
-The DUL thread also takes turns between sending and reading, where pynetdicom sends everything queued first.
 
 pynetdicom offers no hook for this: its modules' ``time`` is replaced by a namespace whose ``sleep``
 waits on events in those two threads and sleeps normally everywhere else. Plain TCP sockets only: with
@@ -82,17 +84,6 @@ def _wait_association(assoc: association.Association, seconds: float) -> None:
             messages.not_empty.wait(MAX_ASSOCIATION_WAIT)
 
 
-def _has_incoming(provider: dul.DULServiceProvider) -> bool:
-    sock = getattr(provider.socket, "socket", None) if provider.socket else None
-    if sock is None or isinstance(sock, ssl.SSLSocket):
-        return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):  # closed: pynetdicom's own check reports it
-        return False
-    return bool(readable)
-
-
 def _sleep(seconds: float) -> None:
     thread = threading.current_thread()
     if isinstance(thread, dul.DULServiceProvider):
@@ -121,18 +112,6 @@ def install() -> None:
             except OSError:
                 pass
 
-    process_recv_primitive = dul.DULServiceProvider._process_recv_primitive
-
-    def send_or_read_in_turn(self) -> bool:
-        # pynetdicom's reactor reads the socket only when it has nothing left to send, so a C-CANCEL (or an
-        # abort) from a peer that is being sent a long run of C-FIND responses waited for all of them.
-        # After a send, data waiting on the socket now goes first; the reactor reads it in this same loop.
-        if getattr(self, "_dopamine_sent_last", False) and _has_incoming(self):
-            self._dopamine_sent_last = False
-            return False
-        self._dopamine_sent_last = process_recv_primitive(self)
-        return self._dopamine_sent_last
-
     run_reactor = dul.DULServiceProvider.run_reactor
     init_association = association.Association.__init__
 
@@ -153,6 +132,5 @@ def install() -> None:
 
     dul.DULServiceProvider.send_pdu = send_pdu_and_wake
     dul.DULServiceProvider.run_reactor = run_reactor_then_close
-    dul.DULServiceProvider._process_recv_primitive = send_or_read_in_turn
     association.Association.__init__ = init_with_waking_checkpoint
     dul._dopamine_wakeups = True

@@ -1,0 +1,48 @@
+"""DICOM files (PS3.10) around data sets received or sent over the network, without parsing them."""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO
+
+PREAMBLE = b"\0" * 128 + b"DICM"
+
+
+def _element(element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b" " if vr in (b"SH", b"AE") else b"\0"
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", 2, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 2, element, vr, len(value)) + value
+
+
+def file_header(sop_class: str, sop_instance: str, transfer_syntax: str, *, implementation_class_uid: str,
+                implementation_version: str, source_aet: str = "") -> bytes:
+    """Preamble and File Meta Information for a data set received as it is (PS3.10 7.1)."""
+    elements = (_element(0x0001, b"OB", b"\0\1")
+                + _element(0x0002, b"UI", sop_class.encode())
+                + _element(0x0003, b"UI", sop_instance.encode())
+                + _element(0x0010, b"UI", transfer_syntax.encode())
+                + _element(0x0012, b"UI", implementation_class_uid.encode())
+                + _element(0x0013, b"SH", implementation_version.encode()))
+    if source_aet:
+        elements += _element(0x0016, b"AE", source_aet.encode("ascii", "replace"))
+    return PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(elements))) + elements
+
+
+def skip_file_meta(stream: BinaryIO) -> None:
+    """Position a Part 10 stream on its data set (after the preamble and the group 0002 elements)."""
+    if stream.read(132)[128:] != b"DICM":
+        raise ValueError("not a DICOM file: no DICM prefix")
+    while True:
+        start = stream.tell()
+        head = stream.read(8)
+        if len(head) < 8 or struct.unpack_from("<H", head)[0] != 0x0002:
+            stream.seek(start)
+            return
+        vr = head[4:6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length = struct.unpack("<I", stream.read(4))[0]
+        else:
+            length = struct.unpack_from("<H", head, 6)[0]
+        stream.seek(length, 1)
