@@ -9,6 +9,7 @@ beyond, so a multi-gigabyte instance never sits whole in memory.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -89,6 +90,7 @@ class Association:
         self.peer_max_pdu = 0
         self.identity: Any = None  # set by the services when a user identity was accepted
         self.release_requested = False
+        self.outcomes: collections.Counter[str] = collections.Counter()  # what the services did, for the log
         self.sent_requests = 0  # C-STORE requests we sent on it (C-GET sub-operations), for their message IDs
         self._waiting: list[Message] = []  # messages read while looking for a C-CANCEL
 
@@ -377,11 +379,11 @@ class AcceptorServer:
                     break
                 self.services.handle(association, message)
             association.sock.sendall(pdu.release_rp())
-            log.info("association from %s (%s:%d) released", association.calling_aet, association.peer_host,
-                     association.peer_port)
+            log.info("association from %s (%s:%d) released%s", association.calling_aet, association.peer_host,
+                     association.peer_port, _summary(association.outcomes))
         except pdu.PeerClosed:
-            log.info("association from %s (%s:%d) closed by the peer", association.calling_aet,
-                     association.peer_host, association.peer_port)
+            log.info("association from %s (%s:%d) closed by the peer%s", association.calling_aet,
+                     association.peer_host, association.peer_port, _summary(association.outcomes))
         except pdu.ProtocolError as exc:
             log.warning("aborting the association from %s (%s:%d): %s", association.calling_aet,
                         association.peer_host, association.peer_port, exc)
@@ -397,3 +399,7 @@ class AcceptorServer:
             association.close()
             with self._lock:
                 self._active.discard(association)
+
+
+def _summary(outcomes: collections.Counter) -> str:
+    return (": " + ", ".join(f"{count} {what}" for what, count in sorted(outcomes.items()))) if outcomes else ""

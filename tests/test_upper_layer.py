@@ -1,0 +1,176 @@
+"""Our association acceptor (dopamine_py/upper_layer/) against peers that break the protocol or push its
+limits, with raw sockets: what DCMTK and pynetdicom clients never send. Each case ends by checking that
+the archive still answers echoscu."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from dopamine_py.upper_layer import commands, pdu
+from tests.factory import encode, make_dataset
+from tests.support import require_tool, run, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("upper-layer") / "data")
+    yield server
+    server.stop()
+
+
+def item(kind: int, value: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(value)) + value
+
+
+def associate_rq(called: str, contexts: list[tuple[int, str, list[str]]], *, version: int = 1,
+                 application_context: str = pdu.APPLICATION_CONTEXT, max_length: int = 16384) -> bytes:
+    body = struct.pack(">HH", version, 0) + called.encode().ljust(16) + b"RAWPEER".ljust(16) + bytes(32)
+    body += item(0x10, application_context.encode())
+    for context_id, abstract, syntaxes in contexts:
+        body += item(0x20, bytes((context_id, 0, 0, 0)) + item(0x30, abstract.encode())
+                     + b"".join(item(0x40, ts.encode()) for ts in syntaxes))
+    body += item(0x50, item(0x51, struct.pack(">I", max_length)) + item(0x52, b"1.2.3.4"))
+    return struct.pack(">BBI", pdu.ASSOCIATE_RQ, 0, len(body)) + body
+
+
+def connect(server) -> socket.socket:
+    sock = socket.create_connection((server.host, server.dimse_port), timeout=10)
+    return sock
+
+
+def read_pdu(sock) -> tuple[int, bytes]:
+    return pdu.read_pdu(sock, 1 << 24)
+
+
+def assert_still_serving(server) -> None:
+    echo = run([require_tool("echoscu"), "-aec", server.aet, server.host, str(server.dimse_port)], check=False)
+    assert echo.returncode == 0, f"the archive stopped answering C-ECHO:\n{echo.stderr}\n{server.log()[-2000:]}"
+
+
+def established(server, contexts) -> socket.socket:
+    sock = connect(server)
+    sock.sendall(associate_rq(server.aet, contexts))
+    kind, _ = read_pdu(sock)
+    assert kind == pdu.ASSOCIATE_AC
+    return sock
+
+
+@pytest.mark.parametrize("request_bytes, reason", [
+    (lambda aet: associate_rq(aet, [(1, Verification, [ExplicitVRLittleEndian])], application_context="1.2.3"),
+     pdu.APPLICATION_CONTEXT_NOT_SUPPORTED),
+    (lambda aet: associate_rq(aet, [(1, Verification, [ExplicitVRLittleEndian])], version=2),
+     pdu.PROTOCOL_VERSION_NOT_SUPPORTED),
+    (lambda aet: associate_rq("NOT-US", [(1, Verification, [ExplicitVRLittleEndian])]),
+     pdu.CALLED_AE_NOT_RECOGNIZED),
+], ids=["application-context", "protocol-version", "called-ae"])
+def test_bad_association_requests_are_rejected_with_the_reason(server, request_bytes, reason):
+    sock = connect(server)
+    try:
+        sock.sendall(request_bytes(server.aet))
+        kind, body = read_pdu(sock)
+        assert kind == pdu.ASSOCIATE_RJ
+        assert body[1] == pdu.REJECTED_PERMANENT and body[3] == reason
+    finally:
+        sock.close()
+    assert_still_serving(server)
+
+
+def test_garbage_instead_of_an_association_request_is_aborted(server):
+    sock = connect(server)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = sock.recv(100)
+        assert data == b"" or data[0] == pdu.ABORT, data
+    finally:
+        sock.close()
+    assert_still_serving(server)
+
+
+def test_data_on_a_context_that_was_not_accepted_aborts(server):
+    sock = established(server, [(1, Verification, [ExplicitVRLittleEndian])])
+    try:
+        echo = commands.encode({commands.AFFECTED_SOP_CLASS: Verification, commands.COMMAND_FIELD: commands.C_ECHO_RQ,
+                                commands.MESSAGE_ID: 1, commands.DATA_SET_TYPE: commands.NO_DATA_SET})
+        sock.sendall(pdu.p_data(3, pdu.COMMAND | pdu.LAST_FRAGMENT, echo))
+        kind, _ = read_pdu(sock)
+        assert kind == pdu.ABORT
+    finally:
+        sock.close()
+    assert_still_serving(server)
+
+
+def test_rejected_contexts_say_why(server):
+    sock = connect(server)
+    try:
+        sock.sendall(associate_rq(server.aet, [(1, "1.2.3.4.5.6", [ExplicitVRLittleEndian]),
+                                               (3, CTImageStorage, ["1.2.3.999"]),
+                                               (5, CTImageStorage, ["1.2.3.999", ExplicitVRLittleEndian])]))
+        kind, body = read_pdu(sock)
+        assert kind == pdu.ASSOCIATE_AC
+        results = {}
+        offset = 68
+        while offset < len(body):
+            kind, length = body[offset], struct.unpack_from(">H", body, offset + 2)[0]
+            if kind == 0x21:
+                results[body[offset + 4]] = body[offset + 6]
+            offset += 4 + length
+        assert results == {1: pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED, 3: pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED,
+                           5: pdu.ACCEPTANCE}
+    finally:
+        sock.close()
+
+
+def test_a_data_set_in_tiny_fragments_is_stored_whole(server):
+    """A C-STORE whose command and data set come in 100-byte PDVs, several per PDU."""
+    ds = make_dataset()
+    data = encode(ds)
+    dataset = data[data.index(b"DICM") + 4:]
+    dataset = dataset[12 + struct.unpack_from("<I", dataset, 8)[0]:]  # skip the group 0002 elements
+    sock = established(server, [(1, str(ds.SOPClassUID), [ExplicitVRLittleEndian])])
+    try:
+        command = commands.encode({
+            commands.AFFECTED_SOP_CLASS: str(ds.SOPClassUID), commands.COMMAND_FIELD: commands.C_STORE_RQ,
+            commands.MESSAGE_ID: 7, commands.PRIORITY: 0, commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT,
+            commands.AFFECTED_SOP_INSTANCE: str(ds.SOPInstanceUID)})
+
+        def pdvs(payload: bytes, flags: int) -> list[bytes]:
+            pieces = [payload[i:i + 100] for i in range(0, len(payload), 100)]
+            return [struct.pack(">IBB", len(p) + 2, 1, flags | (pdu.LAST_FRAGMENT if i == len(pieces) - 1 else 0)) + p
+                    for i, p in enumerate(pieces)]
+
+        items = pdvs(command, pdu.COMMAND) + pdvs(dataset, 0)
+        for start in range(0, len(items), 3):
+            body = b"".join(items[start:start + 3])
+            sock.sendall(struct.pack(">BBI", pdu.P_DATA_TF, 0, len(body)) + body)
+        kind, body = read_pdu(sock)
+        assert kind == pdu.P_DATA_TF
+        (_, _, fragment), = list(pdu.pdvs(body))
+        response = commands.decode(bytes(fragment))
+        assert response[commands.COMMAND_FIELD] == commands.C_STORE_RQ | commands.RESPONSE
+        assert response[commands.RESPONDING_TO] == 7
+        assert response[commands.STATUS] == 0x0000, response
+        sock.sendall(struct.pack(">BBII", pdu.RELEASE_RQ, 0, 4, 0))
+        kind, _ = read_pdu(sock)
+        assert kind == pdu.RELEASE_RP
+    finally:
+        sock.close()
+    found = run([require_tool("findscu"), "-S", "-aec", server.aet, "-k", "QueryRetrieveLevel=IMAGE",
+                 "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", server.host, str(server.dimse_port)])
+    assert "Find Response: 1 (Pending)" in found.stderr or "Received Find Response 1 (Pending)" in found.stderr, found.stderr
+
+
+def test_peer_vanishing_mid_data_set_loses_nothing_else(server):
+    ds = make_dataset(sop_uid=generate_uid())
+    sock = established(server, [(1, str(ds.SOPClassUID), [ExplicitVRLittleEndian])])
+    command = commands.encode({
+        commands.AFFECTED_SOP_CLASS: str(ds.SOPClassUID), commands.COMMAND_FIELD: commands.C_STORE_RQ,
+        commands.MESSAGE_ID: 1, commands.PRIORITY: 0, commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT,
+        commands.AFFECTED_SOP_INSTANCE: str(ds.SOPInstanceUID)})
+    sock.sendall(pdu.p_data(1, pdu.COMMAND | pdu.LAST_FRAGMENT, command) + pdu.p_data(1, 0, b"\x08\x00" * 50))
+    sock.close()
+    assert_still_serving(server)
