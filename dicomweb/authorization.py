@@ -93,6 +93,11 @@ class ScopedArchive:
         permits = None if self.decision.unrestricted else self.decision.permits
         return self._archive.store_file(path, source, permits=permits, **options)
 
+    def store_bytes(self, data: bytes, source: Source, **options: Any) -> StoreResult:
+        """As ``store_file``, for a data set received in memory."""
+        permits = None if self.decision.unrestricted else self.decision.permits
+        return self._archive.store_bytes(data, source, permits=permits, **options)
+
     def open_original(self, sop_instance_uid: str) -> BinaryIO:
         return self._archive.open_original(sop_instance_uid)
 

@@ -1,19 +1,21 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related.
 
-Each part is written to a file as it arrives (the request is never held in memory), then stored through
-``archive.store_file``, the ingest path of C-STORE. The response lists every instance as stored
+Each part is kept in memory up to ``IN_MEMORY_PART`` bytes and written to a file as it arrives beyond
+(the request is never held in memory), then stored through ``archive.store_bytes`` or ``store_file``, the
+ingest path of C-STORE. The response lists every instance as stored
 (ReferencedSOPSequence) or not (FailedSOPSequence with its FailureReason).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -40,6 +42,8 @@ STUDY_UID_MISMATCH = 0xC409  # implementation-specific, in the Cxxx "cannot unde
 DUPLICATE_REJECTED = 0x0111  # the DIMSE "duplicate SOP instance" status
 NOT_AUTHORIZED = 0x0124  # outside the sender's Store rules (the DIMSE "refused: not authorized" status)
 UNSUPPORTED_PART = 0xC001  # implementation-specific: a part that is not application/dicom
+
+IN_MEMORY_PART = 4 << 20  # as the DIMSE acceptor: a typical instance never touches the disk before the store
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -118,18 +122,32 @@ class Receiver:
 
     async def _on(self, event, part: dict[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(event, PartStart):
-            fd, name = tempfile.mkstemp(prefix="stow-", suffix=".part", dir=self.incoming)
-            path = Path(name)
-            self.files.append(path)
-            return {"headers": event.headers, "path": path, "file": os.fdopen(fd, "wb")}
+            part = {"headers": event.headers, "data": bytearray(), "path": None, "file": None}
+            if self.related == DICOM_JSON:  # the metadata form reads its parts back as files
+                self._spill(part)
+            return part
         assert part is not None
         if isinstance(event, PartData):
-            part["file"].write(event.data)
+            if part["file"] is None and len(part["data"]) + len(event.data) > IN_MEMORY_PART:
+                self._spill(part)
+            if part["file"] is None:
+                part["data"] += event.data
+            else:
+                part["file"].write(event.data)
             return part
         assert isinstance(event, PartEnd)
-        part["file"].close()
+        if part["file"] is not None:
+            part["file"].close()
         await run_in_threadpool(self._on_part, part)
         return None
+
+    def _spill(self, part: dict[str, Any]) -> None:
+        fd, name = tempfile.mkstemp(prefix="stow-", suffix=".part", dir=self.incoming)
+        part["path"] = Path(name)
+        self.files.append(part["path"])
+        part["file"] = os.fdopen(fd, "wb")
+        part["file"].write(part["data"])
+        part["data"] = bytearray()
 
     # ------------------------------------------------------------------------------------ one part each
 
@@ -146,19 +164,31 @@ class Receiver:
             self.outcomes.append(Outcome(None, None, None, None, UNSUPPORTED_PART,
                                          f"part {len(self.outcomes) + 1} is {part_type}, not application/dicom"))
             return
-        self._store_file(path)
+        if path is None:
+            self._store_bytes(bytes(part["data"]))
+        else:
+            self._store_file(path)
 
     def _store_file(self, path: Path) -> None:
-        header = _header(path)
+        with open(path, "rb") as f:
+            header = _header(f)
+        outcome = self._outcome(header, lambda: self.archive.store_file(path, self.source, take_ownership=True))
+        path.unlink(missing_ok=True)
+        self.files.remove(path)
+        self.outcomes.append(outcome)
+
+    def _store_bytes(self, data: bytes) -> None:
+        outcome = self._outcome(_header(io.BytesIO(data)), lambda: self.archive.store_bytes(
+            data, self.source, name=f"STOW-RS part {len(self.outcomes) + 1}"))
+        self.outcomes.append(outcome)
+
+    def _outcome(self, header: tuple, store) -> Outcome:
         outcome = Outcome(*header)
         if self.study and header[2] and header[2] != self.study:
             outcome.failure, outcome.reason = STUDY_UID_MISMATCH, f"instance of study {header[2]}, not of {self.study}"
         else:
-            result = self.archive.store_file(path, self.source, take_ownership=True)
-            _apply(outcome, result)
-        path.unlink(missing_ok=True)
-        self.files.remove(path)
-        self.outcomes.append(outcome)
+            _apply(outcome, store())
+        return outcome
 
     def _store_json_form(self) -> None:
         """The metadata + bulk data form: each JSON data set becomes a Part 10 file, then is stored as one."""
@@ -247,10 +277,10 @@ def _apply(outcome: Outcome, result: StoreResult) -> None:
     outcome.failure = result.dimse_status or (DUPLICATE_REJECTED if result.status == "rejected" else PROCESSING_FAILURE)
 
 
-def _header(path: Path) -> tuple[str | None, str | None, str | None, str | None]:
+def _header(source: BinaryIO) -> tuple[str | None, str | None, str | None, str | None]:
     """SOP Class, SOP Instance, Study and Series UIDs, read without the pixel data; Nones if unreadable."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=[0x00080016, 0x00080018, 0x0020000D, 0x0020000E])
+        ds = dcmread(source, stop_before_pixels=True, specific_tags=[0x00080016, 0x00080018, 0x0020000D, 0x0020000E])
     except Exception:  # the archive's parser reports what is wrong with the file
         return None, None, None, None
     return tuple(str(ds.get(t).value) if ds.get(t) is not None and ds.get(t).value else None  # type: ignore[return-value]
