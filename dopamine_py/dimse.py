@@ -208,12 +208,17 @@ class DimseServer:
             reason = f"out of resources: {message.failure.strerror or message.failure}"
             self._answer(association, message, OUT_OF_RESOURCES, reason)
             return
+        context = association.contexts[message.context_id]
+        if context.abstract_syntax != sop_class:
+            self._discard(message)
+            self._answer(association, message, SOP_CLASS_NOT_SUPPORTED,
+                         f"{sop_class} sent on the presentation context of {context.abstract_syntax}")
+            return
         decision = self._decide(association, Service.STORE)
         if not decision.allowed:
             self._discard(message)
             self._answer(association, message, NOT_AUTHORIZED, "not authorized to store")
             return
-        context = association.contexts[message.context_id]
         source = self._source(association, decision.identity)
         permits = None if decision.unrestricted else decision.permits
         if message.path is not None:

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
 from dopamine_py.upper_layer import commands, pdu
 from tests.factory import encode, make_dataset
@@ -162,6 +162,37 @@ def test_a_data_set_in_tiny_fragments_is_stored_whole(server):
     found = run([require_tool("findscu"), "-S", "-aec", server.aet, "-k", "QueryRetrieveLevel=IMAGE",
                  "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", server.host, str(server.dimse_port)])
     assert "Find Response: 1 (Pending)" in found.stderr or "Received Find Response 1 (Pending)" in found.stderr, found.stderr
+
+
+def store_on_context(sock, context_id: int, sop_class: str, ds) -> dict:
+    data = encode(ds)
+    dataset = data[data.index(b"DICM") + 4:]
+    dataset = dataset[12 + struct.unpack_from("<I", dataset, 8)[0]:]
+    command = commands.encode({
+        commands.AFFECTED_SOP_CLASS: sop_class, commands.COMMAND_FIELD: commands.C_STORE_RQ,
+        commands.MESSAGE_ID: 9, commands.PRIORITY: 0, commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT,
+        commands.AFFECTED_SOP_INSTANCE: str(ds.SOPInstanceUID)})
+    sock.sendall(pdu.p_data(context_id, pdu.COMMAND | pdu.LAST_FRAGMENT, command)
+                 + pdu.p_data(context_id, pdu.LAST_FRAGMENT, dataset))
+    kind, body = read_pdu(sock)
+    assert kind == pdu.P_DATA_TF
+    (_, _, fragment), = list(pdu.pdvs(body))
+    return commands.decode(bytes(fragment))
+
+
+def test_a_store_on_the_context_of_another_sop_class_is_refused(server):
+    """A CT instance sent on the MR context: 0122H (SOP class not supported), nothing stored."""
+    ds = make_dataset(modality="CT")
+    sock = established(server, [(1, MRImageStorage, [ExplicitVRLittleEndian])])
+    try:
+        response = store_on_context(sock, 1, str(ds.SOPClassUID), ds)
+        assert response[commands.STATUS] == 0x0122, response
+        assert "presentation context" in response[commands.ERROR_COMMENT]
+    finally:
+        sock.close()
+    found = run([require_tool("findscu"), "-S", "-aec", server.aet, "-k", "QueryRetrieveLevel=IMAGE",
+                 "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", server.host, str(server.dimse_port)])
+    assert "Pending" not in found.stderr, found.stderr
 
 
 def test_peer_vanishing_mid_data_set_loses_nothing_else(server):
