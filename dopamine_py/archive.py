@@ -16,8 +16,9 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from . import raw_values
@@ -187,18 +188,31 @@ class ArchiveService:
             raise BadInstance("File Meta Information has no Transfer Syntax UID")
         if not UID(ts).is_transfer_syntax:
             raise BadInstance(f"unknown transfer syntax {ts}")
-        _check_complete(ds, size)
-        missing = [k for k, t in REQUIRED_UIDS.items() if not uid_of(ds, t)]
-        if missing:
-            raise BadInstance(f"missing {', '.join(missing)}", DATA_SET_DOES_NOT_MATCH)
-        sop_class, sop_instance = expected
-        if sop_class and uid_of(ds, 0x00080016) != sop_class:
-            raise BadInstance(f"SOP Class UID not the announced one: {uid_of(ds, 0x00080016)}, announced {sop_class}",
-                              DATA_SET_DOES_NOT_MATCH)
-        if sop_instance and uid_of(ds, 0x00080018) != sop_instance:
-            raise BadInstance(f"SOP Instance UID not the announced one: {uid_of(ds, 0x00080018)}, announced {sop_instance}",
-                              DATA_SET_DOES_NOT_MATCH)
+        _validate(ds, size, expected)
         return ds
+
+    def store_received(self, header: bytes, data: bytes, transfer_syntax: str, source: Source, *,
+                       expected: tuple[str, str], permits: Permits | None = None) -> StoreResult:
+        """Store a data set received over the network, without File Meta Information; ``header`` is the
+        Part 10 header written for it. Parsed from the data set alone: reading the header back cost a
+        tenth of the time spent storing a small instance."""
+        syntax = UID(transfer_syntax)
+        name = f"data set {expected[1]}"
+        if not syntax.is_transfer_syntax or syntax.is_deflated:
+            return self.store_bytes(header + data, source, name=name, expected=expected, permits=permits)
+        try:
+            ds = read_dataset(io.BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian,
+                              defer_size=max(self.document_options.bulk_data_threshold, 1024))
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+            _validate(ds, len(data), expected)
+        except BadInstance as exc:
+            return self._failed(None, str(exc), exc.dimse_status, source, name)
+        except Exception as exc:  # truncated or corrupt: pydicom raises many types
+            return self._failed(None, f"cannot parse DICOM data ({type(exc).__name__}: {exc})", CANNOT_UNDERSTAND,
+                                source, name)
+        return self._store(ds, Original(data=header + data), source, permits)
+
 
     def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None) -> StoreResult:
         """Route (when routing is configured), then keep: in the archive, or in the quarantine."""
@@ -423,6 +437,21 @@ def computed_attributes(found: Found, level: Level) -> dict[str, dict[str, Any]]
     if level == Level.SERIES:
         out[tag_key(0x00201209)] = number(found.instances)
     return out
+
+
+def _validate(ds: Dataset, size: int, expected: tuple[str | None, str | None]) -> None:
+    """Complete, with its identifying UIDs, and the SOP instance the sender announced."""
+    _check_complete(ds, size)
+    missing = [k for k, t in REQUIRED_UIDS.items() if not uid_of(ds, t)]
+    if missing:
+        raise BadInstance(f"missing {', '.join(missing)}", DATA_SET_DOES_NOT_MATCH)
+    sop_class, sop_instance = expected
+    if sop_class and uid_of(ds, 0x00080016) != sop_class:
+        raise BadInstance(f"SOP Class UID not the announced one: {uid_of(ds, 0x00080016)}, announced {sop_class}",
+                          DATA_SET_DOES_NOT_MATCH)
+    if sop_instance and uid_of(ds, 0x00080018) != sop_instance:
+        raise BadInstance(f"SOP Instance UID not the announced one: {uid_of(ds, 0x00080018)}, announced {sop_instance}",
+                          DATA_SET_DOES_NOT_MATCH)
 
 
 def uid_of(ds: Dataset, tag: int) -> str:

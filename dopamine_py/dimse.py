@@ -227,8 +227,8 @@ class DimseServer:
             self._discard(message)  # still there when it was not stored, or copied
         else:
             header = _file_header(sop_class, sop_instance, context.transfer_syntax, association.calling_aet)
-            result = self.archive.store_bytes(header + (message.data or b""), source, name=f"C-STORE {sop_instance}",
-                                              expected=(sop_class, sop_instance), permits=permits)
+            result = self.archive.store_received(header, message.data or b"", context.transfer_syntax, source,
+                                                 expected=(sop_class, sop_instance), permits=permits)
         association.outcomes[f"C-STORE {result.status}"] += 1
         comment = result.reason if result.reason and result.dimse_status != SUCCESS else None
         self._answer(association, message, result.dimse_status, comment)
