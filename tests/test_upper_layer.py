@@ -4,6 +4,7 @@ the archive still answers echoscu."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
@@ -52,6 +53,18 @@ def assert_still_serving(server) -> None:
     assert echo.returncode == 0, f"the archive stopped answering C-ECHO:\n{echo.stderr}\n{server.log()[-2000:]}"
 
 
+@contextlib.contextmanager
+def raw_peer(server, contexts=None):
+    """A connection (an established association when ``contexts`` are given); on leaving, the archive
+    must still answer echoscu, whatever the peer did."""
+    sock = established(server, contexts) if contexts else connect(server)
+    try:
+        yield sock
+    finally:
+        sock.close()
+    assert_still_serving(server)
+
+
 def established(server, contexts) -> socket.socket:
     sock = connect(server)
     sock.sendall(associate_rq(server.aet, contexts))
@@ -69,39 +82,27 @@ def established(server, contexts) -> socket.socket:
      pdu.CALLED_AE_NOT_RECOGNIZED),
 ], ids=["application-context", "protocol-version", "called-ae"])
 def test_bad_association_requests_are_rejected_with_the_reason(server, request_bytes, reason):
-    sock = connect(server)
-    try:
+    with raw_peer(server) as sock:
         sock.sendall(request_bytes(server.aet))
         kind, body = read_pdu(sock)
         assert kind == pdu.ASSOCIATE_RJ
         assert body[1] == pdu.REJECTED_PERMANENT and body[3] == reason
-    finally:
-        sock.close()
-    assert_still_serving(server)
 
 
 def test_garbage_instead_of_an_association_request_is_aborted(server):
-    sock = connect(server)
-    try:
+    with raw_peer(server) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = sock.recv(100)
         assert data == b"" or data[0] == pdu.ABORT, data
-    finally:
-        sock.close()
-    assert_still_serving(server)
 
 
 def test_data_on_a_context_that_was_not_accepted_aborts(server):
-    sock = established(server, [(1, Verification, [ExplicitVRLittleEndian])])
-    try:
+    with raw_peer(server, [(1, Verification, [ExplicitVRLittleEndian])]) as sock:
         echo = commands.encode({commands.AFFECTED_SOP_CLASS: Verification, commands.COMMAND_FIELD: commands.C_ECHO_RQ,
                                 commands.MESSAGE_ID: 1, commands.DATA_SET_TYPE: commands.NO_DATA_SET})
         sock.sendall(pdu.p_data(3, pdu.COMMAND | pdu.LAST_FRAGMENT, echo))
         kind, _ = read_pdu(sock)
         assert kind == pdu.ABORT
-    finally:
-        sock.close()
-    assert_still_serving(server)
 
 
 def test_rejected_contexts_say_why(server):
