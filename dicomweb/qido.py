@@ -6,6 +6,7 @@ same answers to the same query. Paging is done by the backend, in the order of t
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from starlette.requests import Request
@@ -112,6 +113,7 @@ class Search:
 
     # ------------------------------------------------------------------------------------------- answers
 
+    @cached_property
     def wanted_tags(self) -> set[str] | None:
         if self.include_all:
             return None
@@ -126,7 +128,7 @@ class Search:
     def answer(self, found: Found, base: str) -> dict[str, Any]:
         doc = dict(found.document)
         doc.update(computed_attributes(found, self.level))
-        wanted = self.wanted_tags()
+        wanted = self.wanted_tags
         study = _first(doc, STUDY)
         series = _first(doc, SERIES)
         if self.level == Level.STUDY:

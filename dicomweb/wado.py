@@ -5,6 +5,7 @@ Instances stream from their originals in chunks: a study of any size goes out in
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Iterator
 
@@ -18,6 +19,7 @@ from dopamine_py.storage.base import StoredInstance
 from .errors import BadRequest, NotAcceptable, NotFound
 from .json_model import dumps, to_wire
 from .media import MediaRange, accept_of, choose
+from .metadata_text import wire_text
 from .multipart import MultipartWriter
 from .pixels import PIXEL_DATA, FrameSource, PixelError, can_decode, can_transcode, transcode
 from .render import RENDERED_TYPES, THUMBNAIL_SIZE, RenderOptions, render
@@ -105,35 +107,57 @@ def coalesce(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
 
 def metadata_documents(archive, request: Request, instances: list[StoredInstance]) -> Iterator[dict[str, Any]]:
     base = base_url(request)
-    for start in range(0, len(instances), DOCUMENT_BATCH):
-        batch = instances[start:start + DOCUMENT_BATCH]
+    for batch in _batches(instances):
         documents = archive.get_documents([inst.sop_instance_uid for inst in batch])
-        yield from _metadata_of(base, batch, documents)
+        for inst in batch:
+            if inst.sop_instance_uid in documents:
+                yield _metadata_of(base, inst, documents[inst.sop_instance_uid])
 
 
-def _metadata_of(base: str, batch: list[StoredInstance], documents: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for inst in batch:
-        doc = documents.get(inst.sop_instance_uid)
-        if doc is None:
-            continue
-        url = instance_url(base, inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid)
-        wire = to_wire(doc, lambda path, url=url: f"{url}/bulkdata/{path}")
-        wire[tag_key(AVAILABLE_TRANSFER_SYNTAX)] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
-        if "00080005" in wire:
-            wire["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # DICOM JSON is UTF-8
-        yield dict(sorted(wire.items()))
+def metadata_json(archive, request: Request, instances: list[StoredInstance]) -> Iterator[bytes]:
+    """Each instance's metadata as DICOM JSON text; from the stored JSON text when the backend has it."""
+    texts_of = getattr(archive.backend, "get_document_texts", None)
+    if texts_of is None:
+        yield from map(dumps, metadata_documents(archive, request, instances))
+        return
+    base = base_url(request)
+    for batch in _batches(instances):
+        texts = texts_of([inst.sop_instance_uid for inst in batch])
+        for inst in batch:
+            text = texts.get(inst.sop_instance_uid)
+            if text is None:
+                continue
+            wire = wire_text(text, _bulk_uris(base, inst), inst.transfer_syntax_uid)
+            yield wire if wire is not None else dumps(_metadata_of(base, inst, json.loads(text)))
+
+
+def _batches(instances: list[StoredInstance]) -> Iterator[list[StoredInstance]]:
+    for start in range(0, len(instances), DOCUMENT_BATCH):
+        yield instances[start:start + DOCUMENT_BATCH]
+
+
+def _bulk_uris(base: str, inst: StoredInstance):
+    url = instance_url(base, inst.study_instance_uid, inst.series_instance_uid, inst.sop_instance_uid)
+    return lambda path: f"{url}/bulkdata/{path}"
+
+
+def _metadata_of(base: str, inst: StoredInstance, doc: dict[str, Any]) -> dict[str, Any]:
+    wire = to_wire(doc, _bulk_uris(base, inst))
+    wire[tag_key(AVAILABLE_TRANSFER_SYNTAX)] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
+    if "00080005" in wire:
+        wire["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # DICOM JSON is UTF-8
+    return dict(sorted(wire.items()))
 
 
 def retrieve_metadata(archive, request: Request) -> Response:
     target = Target.from_path(request.path_params)
     as_xml = _metadata_as_xml(accept_of(request))
     instances = target.instances(archive)
-    documents = metadata_documents(archive, request, instances)
     if as_xml:
         writer = MultipartWriter("application/dicom+xml")
 
         def xml_body() -> Iterator[bytes]:
-            for wire in documents:
+            for wire in metadata_documents(archive, request, instances):
                 yield from writer.part("application/dicom+xml", [to_xml(wire)])
             yield writer.close()
 
@@ -141,8 +165,8 @@ def retrieve_metadata(archive, request: Request) -> Response:
 
     def json_body() -> Iterator[bytes]:
         yield b"["
-        for n, wire in enumerate(documents):
-            yield (b"," if n else b"") + dumps(wire)
+        for n, text in enumerate(metadata_json(archive, request, instances)):
+            yield (b"," if n else b"") + text
         yield b"]"
 
     return StreamingResponse(coalesce(json_body(), METADATA_CHUNK), headers={"Content-Type": "application/dicom+json"})

@@ -1,9 +1,10 @@
 """The embedded backend: SQLite in WAL mode, documents as JSON, expression indexes on chosen attributes.
 
 Layout of ``<data_dir>``:
-- ``dopamine.sqlite``: tables ``instances`` (keys + document), ``originals`` (original bytes of instances
-  whose stored document fits MongoDB's 16 MiB limit), ``superseded`` (versions displaced by the duplicate
-  policy), ``peers``;
+- ``dopamine.sqlite``: tables ``instances`` (keys + document), ``summaries`` (the patient, study and series
+  attributes of the instances, one row per series as a rule: see ``SUMMARY_TAGS``), ``originals`` (original
+  bytes of instances whose stored document fits MongoDB's 16 MiB limit), ``superseded`` (versions displaced
+  by the duplicate policy), ``peers``;
 - ``blobs/``: original bytes of the larger instances, one file each (MongoDB keeps those in GridFS).
 
 Durability: ``synchronous=FULL`` and files fsync'ed before the row that names them is committed, so a
@@ -26,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from ..document import PN_GROUPS, parse_tag, single_valued, vr_for_tag
+from ..document import PN_GROUPS, parse_tag, single_valued, tag_key, vr_for_tag
 from ..matching import Query, fold
 from .base import (
     LEVEL_KEY,
@@ -41,7 +42,7 @@ from .base import (
     StoredInstance,
     fits_inline,
 )
-from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr
+from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr, split_query
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,27 @@ CREATE TABLE IF NOT EXISTS instances (
     received_at TEXT NOT NULL,
     source TEXT NOT NULL,
     blob_path TEXT,               -- NULL: the original is in table originals
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    summary_id INTEGER NOT NULL   -- summaries.id
 );
-CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
+-- One row per distinct (keys, elements of SUMMARY_TAGS) among the stored instances: one per series when
+-- its instances agree, as they should. Kept in the transaction that adds or removes an instance.
+CREATE TABLE IF NOT EXISTS summaries (
+    id INTEGER PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    doc TEXT NOT NULL,            -- the instances' elements of SUMMARY_TAGS
+    n_instances INTEGER NOT NULL,
+    first_id INTEGER NOT NULL     -- the lowest instances.id among them
+);
+CREATE INDEX IF NOT EXISTS summaries_patient ON summaries(patient_id);
+CREATE INDEX IF NOT EXISTS summaries_study ON summaries(study_instance_uid);
+CREATE INDEX IF NOT EXISTS summaries_series ON summaries(series_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid);
-CREATE INDEX IF NOT EXISTS instances_modality ON instances(modality);
-CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid);
 CREATE TABLE IF NOT EXISTS originals (
     instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
     data BLOB NOT NULL
@@ -98,6 +113,31 @@ KEY_COLUMNS = {
     0x00080016: "sop_class_uid",
     0x00080060: "modality",
 }
+SUMMARY_COLUMNS = {tag: column for tag, column in KEY_COLUMNS.items() if tag != 0x00080018}
+
+# The attributes of the patient, the study and the series (PS3.3 Patient, Patient Study, General Study,
+# General Series and General Equipment modules, PS3.4 C.6.1.1.2 to C.6.1.1.4), copied into the summaries.
+# A condition on them is evaluated on the summaries, a few rows per series, instead of on every instance;
+# being exact, the copy makes no assumption that a series' instances agree: those that disagree make more
+# summaries. Attributes that vary within a series would only make that table as long as the instances one.
+SUMMARY_KEYWORDS = """
+    PatientName PatientID IssuerOfPatientID IssuerOfPatientIDQualifiersSequence TypeOfPatientID PatientBirthDate
+    PatientBirthTime PatientSex OtherPatientIDs OtherPatientIDsSequence OtherPatientNames PatientBirthName
+    PatientMotherBirthName EthnicGroup PatientComments PatientSpeciesDescription PatientBreedDescription
+    ResponsiblePerson ResponsibleOrganization PatientIdentityRemoved DeidentificationMethod
+    DeidentificationMethodCodeSequence QualityControlSubject PatientAge PatientSize PatientWeight Occupation
+    AdditionalPatientHistory AdmittingDiagnosesDescription MedicalAlerts Allergies SmokingStatus PregnancyStatus
+    StudyInstanceUID StudyDate StudyTime ReferringPhysicianName StudyID AccessionNumber IssuerOfAccessionNumberSequence
+    StudyDescription PhysiciansOfRecord NameOfPhysiciansReadingStudy ProcedureCodeSequence ReferencedStudySequence
+    RequestingPhysician RequestedProcedureDescription
+    Modality SeriesInstanceUID SeriesNumber Laterality SeriesDate SeriesTime PerformingPhysicianName ProtocolName
+    SeriesDescription OperatorsName BodyPartExamined PatientPosition PerformedProcedureStepStartDate
+    PerformedProcedureStepStartTime PerformedProcedureStepID PerformedProcedureStepDescription RequestAttributesSequence
+    Manufacturer InstitutionName StationName ManufacturerModelName InstitutionalDepartmentName DeviceSerialNumber
+    SoftwareVersions SOPClassUID
+""".split()
+SUMMARY_TAGS = frozenset(parse_tag(k) for k in SUMMARY_KEYWORDS)
+_SUMMARY_KEYS = sorted(tag_key(t) for t in SUMMARY_TAGS)
 
 
 def _json_default(value: Any) -> Any:
@@ -116,6 +156,11 @@ def _binary_back(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(inline, str) and "vr" in obj:
         obj["InlineBinary"] = base64.b64decode(inline)
     return obj
+
+
+def summary_of(doc: dict[str, Any]) -> str:
+    """The JSON text of the summary elements of a document (as stored or as loaded back: the same text)."""
+    return dump_document({key: doc[key] for key in _SUMMARY_KEYS if key in doc})
 
 
 def load_document(text: str) -> dict[str, Any]:
@@ -154,6 +199,7 @@ class SQLiteBackend(Backend):
         self._all: list[sqlite3.Connection] = [self._writer]
         self._all_lock = threading.Lock()
         self._writer.executescript(SCHEMA)
+        self._add_summaries(self._writer)
         self._create_attribute_indexes(self._writer, indexed_attributes)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -183,6 +229,29 @@ class SQLiteBackend(Backend):
         with self._reader() as conn:
             return conn.execute(sql, params).fetchall()
 
+    def _add_summaries(self, conn: sqlite3.Connection) -> None:
+        """Give a store made before the summaries existed its summaries (once, in one transaction)."""
+        conn.execute("BEGIN IMMEDIATE")  # another process opening the same store waits, then finds it done
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+            if "summary_id" not in columns:
+                log.warning("adding patient, study and series summaries to %s (once)", self.db_path)
+                conn.execute("ALTER TABLE instances ADD COLUMN summary_id INTEGER NOT NULL DEFAULT 0")
+                rows = conn.execute("SELECT id, patient_id, study_instance_uid, series_instance_uid, modality,"
+                                    " sop_class_uid, doc FROM instances ORDER BY id").fetchall()
+                for instance_id, *keys, doc_json in rows:
+                    summary_id = self._summary_id(conn, *keys, summary_of(json.loads(doc_json)))
+                    self._count_in_summary(conn, summary_id, instance_id)
+                    conn.execute("UPDATE instances SET summary_id = ? WHERE id = ?", (summary_id, instance_id))
+                # Conditions on these columns are answered by the summaries now.
+                for name in ("instances_patient", "instances_modality", "instances_sop_class"):
+                    conn.execute(f"DROP INDEX IF EXISTS {name}")
+            conn.execute("CREATE INDEX IF NOT EXISTS instances_summary ON instances(summary_id)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def _create_attribute_indexes(self, conn: sqlite3.Connection, keywords: list[str]) -> None:
         for keyword in keywords:
             tag = parse_tag(keyword)
@@ -191,11 +260,18 @@ class SQLiteBackend(Backend):
             if not single_valued(tag):
                 log.warning("not indexing %s: only attributes of VM 1 get an expression index", keyword)
                 continue
+            # A summary attribute is matched on the summaries; an index on the instances would cost every
+            # insert a parse of the document and serve no query (stores made before the summaries had them).
+            table = "summaries" if tag in SUMMARY_TAGS else "instances"
             # A name without "=" matches any component group: each needs its index for the OR to use them.
             members = [f".{g}" for g in PN_GROUPS] if vr_for_tag(tag) == "PN" else [""]
             for member in members:
+                name = f"attr_{tag:08X}{member.replace('.', '_')}"
                 expr = first_value_expr("doc", tag, member)
-                conn.execute(f"CREATE INDEX IF NOT EXISTS attr_{tag:08X}{member.replace('.', '_')} ON instances({expr})")
+                if table == "summaries":
+                    conn.execute(f"DROP INDEX IF EXISTS {name}")
+                    name = f"summary_{name}"
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table}({expr})")
 
     def close(self) -> None:
         with self._all_lock:
@@ -208,6 +284,7 @@ class SQLiteBackend(Backend):
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy) -> PutOutcome:
         conn = self._writer
         doc_json = dump_document(record.document)
+        summary_json = summary_of(record.document)
         inline = fits_inline(record, original.size)
         with self._write_lock:
             existing = conn.execute(
@@ -228,7 +305,7 @@ class SQLiteBackend(Backend):
                 else:
                     if existing:
                         self._supersede_existing(conn, existing[0], "replaced by a newer version (replace)")
-                    self._insert_instance(conn, record, doc_json, blob_path, data)
+                    self._insert_instance(conn, record, doc_json, summary_json, blob_path, data)
                     outcome = PutOutcome.REPLACED if existing else PutOutcome.STORED
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
@@ -271,17 +348,53 @@ class SQLiteBackend(Backend):
             raise
         return str(relative)
 
-    def _insert_instance(self, conn, record: InstanceRecord, doc_json: str, blob_path: str | None, data: bytes | None) -> None:
+    def _insert_instance(self, conn, record: InstanceRecord, doc_json: str, summary_json: str,
+                         blob_path: str | None, data: bytes | None) -> None:
+        summary_id = self._summary_id(conn, record.patient_id, record.study_instance_uid, record.series_instance_uid,
+                                      record.modality, record.sop_class_uid, summary_json)
         cur = conn.execute(
             "INSERT INTO instances (sop_instance_uid, sop_class_uid, patient_id, study_instance_uid, "
-            "series_instance_uid, modality, transfer_syntax_uid, size, sha256, received_at, source, blob_path, doc) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "series_instance_uid, modality, transfer_syntax_uid, size, sha256, received_at, source, blob_path, doc, "
+            "summary_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (record.sop_instance_uid, record.sop_class_uid, record.patient_id, record.study_instance_uid,
              record.series_instance_uid, record.modality, record.transfer_syntax_uid, record.size, record.sha256,
-             record.received_at, json.dumps(record.source), blob_path, doc_json),
+             record.received_at, json.dumps(record.source), blob_path, doc_json, summary_id),
         )
+        self._count_in_summary(conn, summary_id, cur.lastrowid)
         if data is not None:
             conn.execute("INSERT INTO originals (instance_id, data) VALUES (?, ?)", (cur.lastrowid, data))
+
+    @staticmethod
+    def _summary_id(conn, patient_id: str, study: str, series: str, modality: str, sop_class: str,
+                    summary_json: str) -> int:
+        """The summary of an instance with these keys and summary elements; made (counting none) if new."""
+        row = conn.execute(
+            "SELECT id FROM summaries WHERE series_instance_uid = ? AND patient_id = ? AND study_instance_uid = ?"
+            " AND modality = ? AND sop_class_uid = ? AND doc = ?",
+            (series, patient_id, study, modality, sop_class, summary_json),
+        ).fetchone()
+        if row is not None:
+            return row[0]
+        return conn.execute(
+            "INSERT INTO summaries (patient_id, study_instance_uid, series_instance_uid, modality, sop_class_uid, doc,"
+            " n_instances, first_id) VALUES (?,?,?,?,?,?,0,0)", (patient_id, study, series, modality, sop_class, summary_json)
+        ).lastrowid
+
+    @staticmethod
+    def _count_in_summary(conn, summary_id: int, instance_id: int) -> None:
+        conn.execute("UPDATE summaries SET first_id = CASE WHEN n_instances = 0 THEN ?1 ELSE MIN(first_id, ?1) END,"
+                     " n_instances = n_instances + 1 WHERE id = ?2", (instance_id, summary_id))
+
+    @staticmethod
+    def _delete_instance_row(conn, instance_id: int) -> None:
+        """Delete an instance (its original with it: ON DELETE CASCADE) and uncount it from its summary."""
+        (summary_id,) = conn.execute("SELECT summary_id FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+        conn.execute(
+            "UPDATE summaries SET n_instances = n_instances - 1,"
+            " first_id = (SELECT coalesce(MIN(id), 0) FROM instances WHERE summary_id = summaries.id) WHERE id = ?",
+            (summary_id,))
+        conn.execute("DELETE FROM summaries WHERE id = ? AND n_instances = 0", (summary_id,))
 
     def _insert_superseded(self, conn, sop_uid, reason, sha256, doc_json, blob_path, data) -> None:
         conn.execute(
@@ -295,35 +408,49 @@ class SQLiteBackend(Backend):
         ).fetchone()
         row = conn.execute("SELECT data FROM originals WHERE instance_id = ?", (instance_id,)).fetchone()
         self._insert_superseded(conn, sop_uid, reason, sha256, doc_json, blob_path, row[0] if row else None)
-        conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+        self._delete_instance_row(conn, instance_id)
 
     # --------------------------------------------------------------------------------------------- query
 
     def _where(self, query: Query) -> tuple[str, list[Any]]:
-        return compile_query(query, "doc", KEY_COLUMNS)
-
-    def _group_filter(self, level: Level, query: Query, having: Query | None) -> tuple[str, list[Any]]:
-        where, params = self._where(query)
-        if having is not None and having.constraining:
-            key = LEVEL_KEY[level]
-            having_sql, having_params = self._where(having)
-            where = f"({where}) AND {key} IN (SELECT {key} FROM instances WHERE {having_sql})"
-            params = params + having_params
+        """The WHERE clause over instances; the conditions on summary attributes select summaries."""
+        on_summaries, rest = split_query(query, SUMMARY_TAGS)
+        if not on_summaries.conditions:
+            return compile_query(rest, "doc", KEY_COLUMNS)
+        sql, params = compile_query(on_summaries, "doc", SUMMARY_COLUMNS)
+        where = f"summary_id IN (SELECT id FROM summaries WHERE {sql})"
+        if rest.conditions:
+            rest_sql, rest_params = compile_query(rest, "doc", KEY_COLUMNS)
+            where, params = f"{where} AND ({rest_sql})", params + rest_params
         return where, params
+
+    def _groups(self, level: Level, query: Query, having: Query | None) -> tuple[str, str, list[Any]]:
+        """The table to group (summaries when every condition is on them), and its WHERE clause."""
+        key = LEVEL_KEY[level]
+        if key in SUMMARY_COLUMNS.values() and not split_query(query, SUMMARY_TAGS)[1].conditions:
+            table, (where, params) = "summaries", compile_query(query, "doc", SUMMARY_COLUMNS)
+        else:
+            table, (where, params) = "instances", self._where(query)
+        if having is not None and having.constraining:
+            having_table, having_sql, having_params = self._groups(level, having, None)
+            where = f"({where}) AND {key} IN (SELECT {key} FROM {having_table} WHERE {having_sql})"
+            params = params + having_params
+        return table, where, params
 
     def find(self, level: Level, query: Query, having: Query | None = None,
              limit: int | None = None, offset: int = 0) -> list[Found]:
         key = LEVEL_KEY[level]
-        where, params = self._group_filter(level, query, having)
+        table, where, params = self._groups(level, query, having)
         page = " LIMIT ? OFFSET ?" if limit is not None or offset else ""
         page_params = [-1 if limit is None else limit, offset] if page else []
+        first, n_instances = ("MIN(first_id)", "SUM(n_instances)") if table == "summaries" else ("MIN(id)", "COUNT(*)")
         sql = (
             "SELECT i.doc, g.n_instances, g.n_series, g.n_studies, g.modalities, g.sop_classes FROM ("
-            f" SELECT {key} AS k, MIN(id) AS first_id, COUNT(*) AS n_instances,"
+            f" SELECT {key} AS k, {first} AS first_id, {n_instances} AS n_instances,"
             " COUNT(DISTINCT series_instance_uid) AS n_series, COUNT(DISTINCT study_instance_uid) AS n_studies,"
             " group_concat(DISTINCT NULLIF(modality, '')) AS modalities,"
             " group_concat(DISTINCT sop_class_uid) AS sop_classes"
-            f" FROM instances WHERE {where} GROUP BY {key} ORDER BY {key}{page}"
+            f" FROM {table} WHERE {where} GROUP BY {key} ORDER BY {key}{page}"
             ") AS g JOIN instances AS i ON i.id = g.first_id ORDER BY g.k"
         )
         rows = self._read(sql, params + page_params)
@@ -335,8 +462,8 @@ class SQLiteBackend(Backend):
 
     def count(self, level: Level, query: Query, having: Query | None = None) -> int:
         key = LEVEL_KEY[level]
-        where, params = self._group_filter(level, query, having)
-        return self._read(f"SELECT COUNT(DISTINCT {key}) FROM instances WHERE {where}", params)[0][0]
+        table, where, params = self._groups(level, query, having)
+        return self._read(f"SELECT COUNT(DISTINCT {key}) FROM {table} WHERE {where}", params)[0][0]
 
     def instances(self, query: Query) -> Iterator[StoredInstance]:
         where, params = self._where(query)
@@ -364,12 +491,16 @@ class SQLiteBackend(Backend):
         return load_document(rows[0][0]) if rows else None
 
     def get_documents(self, sop_instance_uids: list[str]) -> dict[str, dict[str, Any]]:
+        return {uid: load_document(text) for uid, text in self.get_document_texts(sop_instance_uids).items()}
+
+    def get_document_texts(self, sop_instance_uids: list[str]) -> dict[str, str]:
+        """The stored documents as the JSON text of ``dump_document`` (small binary values in Base64), for
+        readers that can use the text as it is (DICOMweb metadata)."""
         found = {}
         for start in range(0, len(sop_instance_uids), 500):  # under SQLite's limit on parameters
             batch = sop_instance_uids[start:start + 500]
             marks = ",".join("?" * len(batch))
-            rows = self._read(f"SELECT sop_instance_uid, doc FROM instances WHERE sop_instance_uid IN ({marks})", batch)
-            found.update((uid, load_document(doc)) for uid, doc in rows)
+            found.update(self._read(f"SELECT sop_instance_uid, doc FROM instances WHERE sop_instance_uid IN ({marks})", batch))
         return found
 
     def storage_of(self, sop_instance_uid: str) -> str:
@@ -380,14 +511,21 @@ class SQLiteBackend(Backend):
         return "inline" if rows[0][0] is None else "file"
 
     def delete_instance(self, sop_instance_uid: str) -> bool:
+        conn = self._writer
         with self._write_lock:
-            row = self._writer.execute("SELECT id, blob_path FROM instances WHERE sop_instance_uid = ?",
-                                       (sop_instance_uid,)).fetchone()
+            row = conn.execute("SELECT id, blob_path FROM instances WHERE sop_instance_uid = ?",
+                               (sop_instance_uid,)).fetchone()
             if row is None:
                 return False
-            self._writer.execute("DELETE FROM instances WHERE id = ?", (row[0],))  # originals: ON DELETE CASCADE
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._delete_instance_row(conn, row[0])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             blob_path = row[1]
-            if blob_path and not self._writer.execute("SELECT 1 FROM superseded WHERE blob_path = ?", (blob_path,)).fetchone():
+            if blob_path and not conn.execute("SELECT 1 FROM superseded WHERE blob_path = ?", (blob_path,)).fetchone():
                 (self.data_dir / blob_path).unlink(missing_ok=True)
         return True
 

@@ -151,6 +151,23 @@ class _Compiler:
         return " AND ".join(tests)
 
 
+def condition_tags(c: Condition) -> set[int]:
+    """The top-level attributes a condition reads."""
+    if isinstance(c, Either):
+        return {tag for q in c.alternatives for inner in q.constraining for tag in condition_tags(inner)}
+    if isinstance(c, DateTimeRange):
+        return {c.tag, c.time_tag}
+    return {c.tag}  # AnyOf: alternatives on the same tag; SequenceMatch: within the sequence's element
+
+
+def split_query(query: Query, tags: frozenset[int]) -> tuple[Query, Query]:
+    """The constraining conditions reading only ``tags``, and the others (the query is their conjunction)."""
+    inside, outside = [], []
+    for c in query.constraining:
+        (inside if condition_tags(c) <= tags else outside).append(c)
+    return Query(tuple(inside)), Query(tuple(outside))
+
+
 def compile_query(query: Query, base: str = "doc", columns: dict[int, str] | None = None) -> tuple[str, list[Any]]:
     """The WHERE clause (without the keyword) and its parameters.
 
