@@ -43,7 +43,8 @@ def cheap_copy(ds: Dataset) -> Dataset:
         new._pixel_id = {}
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        new.file_meta = copy.deepcopy(meta)
+        new.file_meta = copy.copy(meta)  # a deep copy would cost more than the whole rest
+        new.file_meta._dict = {tag: copy.copy(element) for tag, element in element_store(meta).items()}
     return new
 
 
