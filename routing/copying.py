@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -55,3 +56,19 @@ def vr_of(tag: int, element: DataElement | RawDataElement) -> str:
     from dopamine_py.document import vr_for_tag
 
     return vr_for_tag(int(tag)) or "UN"
+
+
+def decoded_vr(tag: int, element: DataElement | RawDataElement) -> str | None:
+    """The VR pydicom gives an element once decoded, when that is sure without decoding it (None when
+    it depends: an explicit UN, an ambiguous or unknown implicit one, an undefined length)."""
+    if isinstance(element, DataElement):
+        return None if element.is_undefined_length else element.VR
+    if element.length == 0xFFFFFFFF:
+        return None
+    if element.VR is not None:
+        return element.VR if element.VR != "UN" else None
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return vr if " or " not in vr else None

@@ -35,11 +35,15 @@ META_REQUIRED = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
 META_VERSION_NAME = 0x00020013
 SOP_UIDS = (0x00080016, 0x00080018)
 UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 EXPLICIT_LITTLE = (False, True)  # (implicit VR, little endian)
 
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UR", "UI"})  # write_string (UI: NUL padding)
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})  # write_text: in the character set
 PADDED_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+INT_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q"}  # write_numbers, one value
+FLOAT_FORMATS = {"FL": "f", "FD": "d"}
+NUMBER_FORMATS = {**INT_FORMATS, **FLOAT_FORMATS}
 STRING_TYPES = (str, UID)
 LIST_TYPES = (list, MultiValue)
 
@@ -133,8 +137,10 @@ def _meta_complete(ds: Dataset, meta: Dataset) -> bool:
         if type(element) is RawDataElement and not (_same_once_decoded(element) and element.value.strip(b"\x00 ")):
             return False
     for meta_tag, tag in MEDIA_STORAGE:
-        theirs = ds._dict.get(tag)
-        if theirs is not None and not (type(theirs) is type(elements[meta_tag]) and theirs.value == elements[meta_tag].value):
+        theirs, mine = ds._dict.get(tag), elements[meta_tag]
+        if theirs is None or type(theirs) is type(mine) is RawDataElement and theirs.value == mine.value:
+            continue  # the same bytes decode to the same UID
+        if ds[tag].value != meta[meta_tag].value:  # decoded as dcmwrite decodes both to compare them
             return False
     return True
 
@@ -153,27 +159,71 @@ def _completed_meta(ds: Dataset, meta: Dataset) -> Dataset:
     return new
 
 
-def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: bool, little: bool) -> None:
+def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: bool, little: bool,
+                    parent_encoding: str | list[str] = default_encoding, as_read: bool = True) -> None:
     """The elements ``tags`` of ``ds`` as dcmwrite's write_dataset writes them: raw ones copied, plain
-    values encoded here, the rest by pydicom's write_data_element."""
+    values and sequences of them encoded here, the rest by pydicom's write_data_element. ``as_read``:
+    whether the raw elements may be written as they are (write_dataset decodes them otherwise)."""
     out.is_implicit_VR, out.is_little_endian = implicit, little
     header = _header_maker(implicit, little)
-    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    encodings = ds.get("SpecificCharacterSet", parent_encoding)
     codecs = convert_encodings(encodings or [default_encoding])
     elements = ds._dict
     for tag in tags:
         element = elements[tag]
+        length = None
         if type(element) is RawDataElement:
-            value = _raw_value(ds, element, header) if element.length != UNDEFINED else None
+            value = _raw_value(ds, element, header) if element.length != UNDEFINED and as_read else None
+        elif element.VR == "SQ":
+            value = _items(element, codecs, implicit, little)
+            length = UNDEFINED if element.is_undefined_length else None
         else:
-            value = _value_bytes(element, codecs)
+            value = _value_bytes(element, codecs, little)
         if value is not None:
-            head = header(element.tag, element.VR, len(value))
+            head = header(element.tag, element.VR, len(value) if length is None else length)
             if head is not None:
                 out.write(head)
                 out.write(value)
+                if length == UNDEFINED:
+                    out.write(_delimiter(SEQUENCE_DELIMITER, little))
                 continue
-        write_data_element(out, ds.get_item(tag), encodings)
+        write_data_element(out, ds.get_item(tag) if as_read else ds[tag], encodings)
+
+
+def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: bool) -> bytes | None:
+    """The items of a sequence as write_sequence writes them, or None when one needs pydicom: an item not
+    read in this encoding, where write_dataset would correct ambiguous VRs, unless it has none to correct."""
+    out = DicomBytesIO()
+    for item in sequence.value or ():
+        as_read = _as_read(item, (implicit, little))
+        if not as_read and not _plain(item):
+            return None
+        out.write(_delimiter(ITEM, little, UNDEFINED))
+        start = out.tell()
+        tags = [tag for tag in sorted(item._dict) if tag & 0xFFFF or tag >> 16 <= 6]
+        _write_elements(out, item, tags, implicit, little, codecs, as_read)
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            out.write(_delimiter(ITEM_DELIMITER, little))
+        else:
+            end = out.tell()
+            out.seek(start - 4)
+            out.write_UL(end - start)
+            out.seek(end)
+    return out.getvalue()
+
+
+def _plain(item: Dataset) -> bool:
+    """No raw element and no ambiguous VR, in the item or the items of its sequences."""
+    for element in item._dict.values():
+        if type(element) is RawDataElement or " or " in element.VR:
+            return False
+        if element.VR == "SQ" and not all(_plain(nested) for nested in element.value or ()):
+            return False
+    return True
+
+
+def _delimiter(tag: int, little: bool, length: int = 0) -> bytes:
+    return struct.pack("<HHL" if little else ">HHL", tag >> 16, tag & 0xFFFF, length)
 
 
 def _raw_value(ds: Dataset, element: RawDataElement, header: Header) -> bytes | None:
@@ -190,8 +240,6 @@ def _raw_value(ds: Dataset, element: RawDataElement, header: Header) -> bytes | 
     buffer = getattr(ds, "buffer", None)
     if element.VR not in PADDED_BINARY_VRS or element.length % 2 or type(buffer) is not io.BytesIO or buffer.closed:
         return None
-    if type(buffer) is not io.BytesIO or buffer.closed:
-        return None
     head = header(element.tag, element.VR, element.length)
     start, end = element.value_tell, element.value_tell + element.length
     with buffer.getbuffer() as view:
@@ -200,9 +248,9 @@ def _raw_value(ds: Dataset, element: RawDataElement, header: Header) -> bytes | 
         return bytes(view[start:end])
 
 
-def _value_bytes(element: DataElement, codecs: list[str]) -> bytes | None:
+def _value_bytes(element: DataElement, codecs: list[str], little: bool) -> bytes | None:
     """The encoded value of a decoded element as pydicom's writers make it, for the plain values rules
-    produce (empty, text, UIDs, bytes); None for the others."""
+    produce (empty, text, UIDs, bytes, one number); None for the others."""
     if element.is_undefined_length:
         return None
     vr, value = element.VR, element.value
@@ -211,6 +259,8 @@ def _value_bytes(element: DataElement, codecs: list[str]) -> bytes | None:
         return b"" if vr != "SQ" else None
     if kind is bytes:
         return (value + b"\x00" if len(value) % 2 else value) if vr in PADDED_BINARY_VRS else None
+    if kind is int and vr in INT_FORMATS or kind is float and vr in FLOAT_FORMATS:
+        return struct.pack(("<" if little else ">") + NUMBER_FORMATS[vr], value)
     if kind in LIST_TYPES and all(type(v) in STRING_TYPES for v in value):
         values = value
     elif kind in STRING_TYPES:
