@@ -326,9 +326,9 @@ class _Run:
         for name in ("basic",) + tuple(o for o in OPTIONS if o in options):
             value, meaning = METHOD_CODES[name]
             item = Dataset()
-            item.CodeValue = value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
+            item.add_new(0x00080100, "SH", value)  # Code Value
+            item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
+            item.add_new(0x00080104, "LO", meaning)  # Code Meaning
             items.append(item)
         ds.add_new(0x00120064, "SQ", Sequence(items))
         if "retainLongitudinalFullDates" in options:

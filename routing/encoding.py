@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import io
 import struct
+from functools import lru_cache
 from typing import Callable
 
 from pydicom.charset import convert_encodings, default_encoding, encode_string
@@ -34,6 +35,7 @@ MEDIA_STORAGE = ((0x00020002, 0x00080016), (0x00020003, 0x00080018))
 META_REQUIRED = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
 META_VERSION_NAME = 0x00020013
 SOP_UIDS = (0x00080016, 0x00080018)
+SPECIFIC_CHARACTER_SET = 0x00080005
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 EXPLICIT_LITTLE = (False, True)  # (implicit VR, little endian)
@@ -166,7 +168,8 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     whether the raw elements may be written as they are (write_dataset decodes them otherwise)."""
     out.is_implicit_VR, out.is_little_endian = implicit, little
     header = _header_maker(implicit, little)
-    encodings = ds.get("SpecificCharacterSet", parent_encoding)
+    charset = ds._dict.get(SPECIFIC_CHARACTER_SET)
+    encodings = ds[SPECIFIC_CHARACTER_SET].value if charset is not None else parent_encoding
     codecs = convert_encodings(encodings or [default_encoding])
     elements = ds._dict
     for tag in tags:
@@ -278,6 +281,7 @@ def _value_bytes(element: DataElement, codecs: list[str], little: bool) -> bytes
     return None
 
 
+@lru_cache(maxsize=None)
 def _header_maker(implicit: bool, little: bool) -> Header:
     """header(tag, VR, length): the bytes write_data_element puts before a value, or None when it would
     write something else (a VR it refuses or changes)."""
