@@ -1,13 +1,15 @@
 """Encoding a routed data set as a Part 10 file: the bytes of pydicom's
-``dcmwrite(enforce_file_format=True)``, at a third of its cost.
+``dcmwrite(enforce_file_format=True)``, at a sixth of its cost.
 
 A routed data set is mostly elements no rule touched, still in the raw form the parser left them in, and a
-few that rules set to plain values (empty, text, UIDs). dcmwrite spends about ten microseconds of
-bookkeeping on each element; here a raw element costs a header and a copy, a plain value an encoding as
-pydicom's writers do it. Every other element (sequences, numbers, person names, anything unusual) is
-written by pydicom's own ``write_data_element``, and a data set out of the ordinary (deflate, a changed
-character set, a transfer syntax it was not read with, one that fails to encode) goes through dcmwrite
-whole. tests/routing/test_encoding.py holds the result to dcmwrite's, byte for byte.
+few that rules set to plain values (empty, text, UIDs, sequences of them). dcmwrite spends about ten
+microseconds of bookkeeping on each element; here a raw element costs a header and a copy, a plain value
+an encoding as pydicom's writers do it. Every other element (person names, number strings, lists of
+numbers, anything unusual) is written by pydicom's own ``write_data_element``, and a data set out of the
+ordinary (deflate, a changed character set, a transfer syntax it was not read with, one that fails to
+encode) goes through dcmwrite whole. dcmwrite also decodes a few elements on its way (the SOP UIDs, the
+Pixel Data, empty values), which the document is built from afterwards: so does this, unless decoding is
+sure to change nothing. tests/routing/test_encoding.py holds bytes and document to dcmwrite's.
 """
 
 from __future__ import annotations
@@ -74,10 +76,10 @@ def encode_routed(ds: Dataset) -> bytes:
         out = DicomBytesIO()
         out.write(preamble or b"\x00" * 128)
         out.write(b"DICM")
-        for tag in SOP_UIDS:  # dcmwrite reads them, which decodes them
+        for tag in SOP_UIDS:
             element = ds._dict.get(tag)
             if type(element) is RawDataElement and not _same_once_decoded(element):
-                ds[tag]
+                ds[tag].value  # decoded in place, as dcmwrite's reading them for the meta does
         out.write(_meta_bytes(ds, meta))
         pixels = ds._dict.get(PIXEL_DATA)
         if pixels is not None and not _undefined_length_as_dcmwrite_sets_it(pixels, syntax.is_compressed):
@@ -162,10 +164,10 @@ def _completed_meta(ds: Dataset, meta: Dataset) -> Dataset:
 
 
 def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: bool, little: bool,
-                    parent_encoding: str | list[str] = default_encoding, as_read: bool = True) -> None:
+                    parent_encoding: str | list[str] = default_encoding) -> None:
     """The elements ``tags`` of ``ds`` as dcmwrite's write_dataset writes them: raw ones copied, plain
-    values and sequences of them encoded here, the rest by pydicom's write_data_element. ``as_read``:
-    whether the raw elements may be written as they are (write_dataset decodes them otherwise)."""
+    values and sequences of them encoded here, the rest by pydicom's write_data_element. ``ds`` was read
+    in this encoding, or holds no raw element (write_dataset would decode them)."""
     out.is_implicit_VR, out.is_little_endian = implicit, little
     header = _header_maker(implicit, little)
     charset = ds._dict.get(SPECIFIC_CHARACTER_SET)
@@ -176,7 +178,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
         element = elements[tag]
         length = None
         if type(element) is RawDataElement:
-            value = _raw_value(ds, element, header) if element.length != UNDEFINED and as_read else None
+            value = _raw_value(ds, element, header) if element.length != UNDEFINED else None
         elif element.VR == "SQ":
             value = _items(element, codecs, implicit, little)
             length = UNDEFINED if element.is_undefined_length else None
@@ -190,21 +192,21 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
                 if length == UNDEFINED:
                     out.write(_delimiter(SEQUENCE_DELIMITER, little))
                 continue
-        write_data_element(out, ds.get_item(tag) if as_read else ds[tag], encodings)
+        write_data_element(out, ds.get_item(tag), encodings)
 
 
 def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: bool) -> bytes | None:
     """The items of a sequence as write_sequence writes them, or None when one needs pydicom: an item not
-    read in this encoding, where write_dataset would correct ambiguous VRs, unless it has none to correct."""
+    read in this encoding (write_dataset would decode its raw elements and correct its ambiguous VRs) that
+    has either."""
     out = DicomBytesIO()
     for item in sequence.value or ():
-        as_read = _as_read(item, (implicit, little))
-        if not as_read and not _plain(item):
+        if not _as_read(item, (implicit, little)) and not _plain(item):
             return None
         out.write(_delimiter(ITEM, little, UNDEFINED))
         start = out.tell()
         tags = [tag for tag in sorted(item._dict) if tag & 0xFFFF or tag >> 16 <= 6]
-        _write_elements(out, item, tags, implicit, little, codecs, as_read)
+        _write_elements(out, item, tags, implicit, little, codecs)
         if getattr(item, "is_undefined_length_sequence_item", False):
             out.write(_delimiter(ITEM_DELIMITER, little))
         else:
