@@ -2,29 +2,40 @@
 
 Target (the router issue): with the basic profile, at least 80% of the rate without rules.
 Run: python benchmarks/ingest_routing.py [--instances N] [--runs R]
+     python benchmarks/ingest_routing.py --in-process [--instances N] [--runs R]
+
+The first form sends the corpus over DIMSE to `dopamine serve` (see ingest_dimse.py). The second calls
+ArchiveService.store_bytes in this process, archives on the embedded store alternating, and prints the
+routing overhead per instance in CPU time (which the disk flush of each commit does not blur) and in
+wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from corpus import CorpusSpec, write_corpus
-from ingest_dimse import SENDERS, WARMUP_SEED, machine, measure, run_in_work_dir, start_dopamine
+from ingest_dimse import REPO, SENDERS, WARMUP_SEED, machine, measure, run_in_work_dir, start_dopamine
 
 BASIC_PROFILE = Path(__file__).resolve().parents[1] / "rules" / "basic-profile.xml"
+VARIANTS = ("no rules", "basic profile")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--in-process", action="store_true", help="ArchiveService.store_bytes, no server")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
-    return run_in_work_dir(lambda root: _compare(root, args), None, "dopamine-bench-routing-")
+    compare = _compare_in_process if args.in_process else _compare
+    return run_in_work_dir(lambda root: compare(root, args), None, "dopamine-bench-routing-")
 
 
 def _compare(root: Path, args: argparse.Namespace) -> int:
@@ -46,6 +57,48 @@ def _compare(root: Path, args: argparse.Namespace) -> int:
         print(f"{name:<14} {value:>13.1f}")
     print(f"basic profile / no rules: {medians['basic profile'] / medians['no rules']:.2f} (target >= 0.80)")
     return 0
+
+
+def _compare_in_process(root: Path, args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(REPO))
+    from dopamine_py.archive import Source
+    from dopamine_py.assembly import close_archive, open_archive
+    from dopamine_py.config import load_settings
+    from dopamine_py.router import Selector
+
+    logging.disable(logging.WARNING)  # one line per instance otherwise
+    corpus = [p.read_bytes() for p in write_corpus(root / "corpus", CorpusSpec(instances=args.instances))]
+    secrets = root / "secrets.toml"
+    secrets.write_text('deidentification = "benchmark key, not a secret"\n')
+    source = Source("dimse", calling_aet="BENCHSCU")
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for run in range(args.runs):
+        for name in VARIANTS if run % 2 == 0 else reversed(VARIANTS):
+            archive = open_archive(load_settings(overrides={"data_dir": str(root / f"{name}-{run}".replace(" ", "-")),
+                                                            "routing.secrets_file": str(secrets)}))
+            try:
+                if name == "basic profile":
+                    archive.routing.router.registry.activate("basic", BASIC_PROFILE.read_bytes(), {}, Selector(), "bench")
+                    archive.routing.router.refresh()
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
+                for data in corpus:
+                    result = archive.store_bytes(data, source)
+                    if result.status != "stored":
+                        raise RuntimeError(f"{name}: {result.status} {result.reason}")
+                cpu[name].append((time.process_time() - start_cpu) / len(corpus) * 1000)
+                wall[name].append((time.perf_counter() - start_wall) / len(corpus) * 1000)
+            finally:
+                close_archive(archive)
+            print(f"run {run + 1} {name:<14} {cpu[name][-1]:6.2f} ms CPU, {wall[name][-1]:6.2f} ms wall per instance")
+    print(f"\n{'variant':<14} {'CPU ms':>7} {'wall ms':>8}  (medians per instance)")
+    for name in VARIANTS:
+        print(f"{name:<14} {statistics.median(cpu[name]):7.2f} {statistics.median(wall[name]):8.2f}")
+    overhead = {k: statistics.median(v["basic profile"]) - statistics.median(v["no rules"])
+                for k, v in (("CPU", cpu), ("wall", wall))}
+    print(f"routing overhead per instance: {overhead['CPU']:.2f} ms CPU, {overhead['wall']:.2f} ms wall")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -219,6 +219,8 @@ class ArchiveService:
         received_uid = str(ds.SOPInstanceUID)
         outcome = None
         if self.routing is not None:
+            from routing.encoding import encode_routed
+
             from .router import RuleApplicationError
 
             try:
@@ -236,7 +238,7 @@ class ArchiveService:
                 if outcome.modified:
                     ds = outcome.dataset
                     try:
-                        original = Original(data=encode_part10(ds))
+                        original = Original(data=encode_routed(ds))
                     except Exception as exc:  # pydicom raises several types for data sets it cannot encode
                         return self._failed(received_uid, f"cannot encode the routed data set: {exc}",
                                             CANNOT_UNDERSTAND, source)
@@ -272,8 +274,10 @@ class ArchiveService:
         )
         to_quarantine = bool(quarantine_reason and self.routing)
         store = self.routing.quarantine if to_quarantine else self.backend
+        provenance = self._provenance(record, outcome, source, received_uid)
+        with_instance = [provenance] if provenance and self.routing.records.kept_with(store) else []
         try:
-            put = store.put(record, original, self.duplicate_policy)
+            put = store.put(record, original, self.duplicate_policy, with_instance)
         except StorageFull as exc:
             return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
         except (OSError, OverflowError) as exc:
@@ -291,15 +295,23 @@ class ArchiveService:
         else:
             result = self._result(record, put, source)
         if outcome is not None and result.ok:
-            self._after_routing(record, outcome, source, received_uid or sop_uid, result)
+            self._after_routing(record, outcome, None if with_instance else provenance, result)
         return result
 
-    def _after_routing(self, record: InstanceRecord, outcome: Any, source: Source, received_uid: str,
-                       result: StoreResult) -> None:
+    def _provenance(self, record: InstanceRecord, outcome: Any, source: Source,
+                    received_uid: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The provenance record of a routed instance, to be stored with it (one commit for both)."""
+        if outcome is None:
+            return None
         from .router import PROVENANCE, provenance_record
 
-        self.routing.records.insert(PROVENANCE, provenance_record(
-            record.sop_instance_uid, received_uid, source, outcome, self.routing.keep_original_values))
+        return PROVENANCE, provenance_record(record.sop_instance_uid, received_uid or record.sop_instance_uid,
+                                             source, outcome, self.routing.keep_original_values)
+
+    def _after_routing(self, record: InstanceRecord, outcome: Any, provenance: tuple[str, dict[str, Any]] | None,
+                       result: StoreResult) -> None:
+        if provenance is not None:  # not stored with the instance (the quarantine is a database of its own)
+            self.routing.records.insert(*provenance)
         if result.status == "quarantined" or result.outcome == PutOutcome.IDENTICAL_DUPLICATE:
             return
         for destination in outcome.forward:

@@ -335,6 +335,10 @@ def _add_routing_commands(commands) -> None:
     _add_store_options(history)
     history.add_argument("name")
     history.set_defaults(run=cmd_rules_history)
+    provenance = rule_commands.add_parser("provenance", help="what the rules did to an instance, old values included")
+    _add_store_options(provenance)
+    provenance.add_argument("uid", metavar="SOP_INSTANCE_UID", help="as stored, or as received")
+    provenance.set_defaults(run=cmd_rules_provenance)
 
     quarantine = commands.add_parser("quarantine", help="instances kept aside by routing rules")
     q_commands = quarantine.add_subparsers(dest="quarantine_command", required=True)
@@ -435,6 +439,18 @@ def cmd_rules_history(args, settings: Settings) -> int:
     for v in versions:
         print(f"version {v['version']}\t{v['at']}\t{v['author']}\t{v.get('comment') or ''}")
     return 0 if versions else 1
+
+
+def cmd_rules_provenance(args, settings: Settings) -> int:
+    from .router import describe_provenance, provenance_of
+
+    with opened_archive(settings) as archive:
+        records = provenance_of(archive.routing.records, args.uid)
+    for record in records:
+        print(describe_provenance(record))
+    if not records:
+        print(f"dopamine: no provenance for {args.uid} (no rule set changed or routed it)", file=sys.stderr)
+    return 0 if records else 1
 
 
 def cmd_quarantine_list(args, settings: Settings) -> int:

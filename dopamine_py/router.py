@@ -240,9 +240,42 @@ def provenance_record(sop_uid: str, received_uid: str, source: Any, outcome: Rou
     }
 
 
+def provenance_of(records: RecordStore, sop_uid: str) -> list[dict[str, Any]]:
+    """The provenance records of an instance, by the UID it is stored under or the one it came with."""
+    return records.find(PROVENANCE, sop_instance_uid=sop_uid) or records.find(
+        PROVENANCE, received_sop_instance_uid=sop_uid)
+
+
+def describe_provenance(record: dict[str, Any]) -> str:
+    """A provenance record for a person: what came in, which rules changed what, and the values before
+    (when kept), which is what it takes to undo a change."""
+    source = record["source"]
+    sender = " ".join(f"{k} {v}" for k, v in (("from", source.get("calling_aet")), ("user", source.get("user")),
+                                                ("peer", source.get("peer"))) if v)
+    received = record["received_sop_instance_uid"]
+    lines = [f"{record['sop_instance_uid']}" + (f" (received as {received})" if received != record["sop_instance_uid"]
+                                               else ""),
+             f"  received {record['at']} over {source['protocol']}" + (f" {sender}" if sender else "")]
+    for applied in record["rulesets"]:
+        fired = ", ".join(str(f) for f in applied["fired"]) or "none"
+        lines.append(f"  rule set {applied['name']} version {applied['version']}: rules fired: {fired}")
+    decision = record["decision"] + (f" ({record['reason']})" if record.get("reason") else "")
+    lines.append(f"  decision: {decision}" + (f", forward to {', '.join(record['forward'])}" if record["forward"] else ""))
+    for change in record["changes"]:
+        old = change["old"] if "old" in change else "<not kept: routing.keep_original_values is off>"
+        if change["kind"] == "added":
+            text = f"+ {change['path']} = {change['new']}"
+        elif change["kind"] == "removed":
+            text = f"- {change['path']} (was {old})"
+        else:
+            text = f"~ {change['path']}: {old} -> {change['new']}"
+        lines.append(f"  {text}   [rule {change['rule']}]")
+    return "\n".join(lines)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
 __all__ = ["Router", "RuleSetRegistry", "RouteOutcome", "Selector", "RuleApplicationError", "RuleSetError",
-           "provenance_record", "table_files"]
+           "describe_provenance", "provenance_of", "provenance_record", "table_files"]

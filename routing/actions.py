@@ -308,8 +308,8 @@ def replace_all_uids(ds: Dataset, key: bytes) -> None:
 def sync_media_storage_uid(ds: Dataset) -> None:
     """Keep the File Meta Information's copy of the SOP Instance UID equal to the data set's."""
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta and "SOPInstanceUID" in ds:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if meta is not None and 0x00020003 in meta and 0x00080018 in ds:  # by tag: keywords cost a lookup
+        meta[0x00020003].value = ds[0x00080018].value
 
 
 @dataclass

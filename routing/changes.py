@@ -9,6 +9,7 @@ no action touched is the very same object afterwards, and only the others are de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -66,8 +67,23 @@ def _decoded(entry: tuple[Any, Any, Dataset]) -> tuple[str, Any]:
         if element.value is None and element.length not in (0, 0xFFFFFFFF):
             # A value the parser deferred (large): described, never read from the source for this.
             return vr_of(element.tag, element), f"<{element.length} bytes, not read>"
+        if not element.tag >> 16 & 1 or element.VR not in (None, "UN"):  # the data set does not matter
+            return _decoded_raw(element.tag, element.VR, element.value, element.is_implicit_VR,
+                                element.is_little_endian)
         element = convert_raw_data_element(element, ds=ds)
         value = element.value
+    return _vr_and_value(element, value)
+
+
+@lru_cache(maxsize=4096)
+def _decoded_raw(tag: int, vr: str | None, value: bytes | None, implicit: bool, little: bool) -> tuple[str, Any]:
+    """Remembered: the instances of a series mostly carry the same values, and decoding is most of the
+    cost of describing what the rules changed."""
+    element = convert_raw_data_element(RawDataElement(tag, vr, len(value or b""), value, 0, implicit, little))
+    return _vr_and_value(element, element.value)
+
+
+def _vr_and_value(element: DataElement, value: Any) -> tuple[str, Any]:
     if element.VR == "SQ":
         return "SQ", len(element.value or []) if isinstance(value, (list, tuple)) or value is None else value
     return element.VR, _comparable(value)

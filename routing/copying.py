@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -26,25 +27,35 @@ def is_sequence(element: DataElement | RawDataElement) -> bool:
 
 def cheap_copy(ds: Dataset) -> Dataset:
     new = copy.copy(ds)
-    store = {}
-    for tag, element in element_store(ds).items():
-        if isinstance(element, RawDataElement):
-            store[tag] = element
-        elif element.VR == "SQ":
-            copied = copy.copy(element)
-            copied._value = Sequence([cheap_copy(item) for item in element.value or []])
-            store[tag] = copied
-        else:
-            store[tag] = copy.copy(element)
-    new._dict = store
+    new._dict = _copied_elements(ds)
     new._private_blocks = {}
     if getattr(ds, "_pixel_array", None) is not None:
         new._pixel_array = None
         new._pixel_id = {}
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        new.file_meta = copy.deepcopy(meta)
+        new.file_meta = copy.copy(meta)  # a deep copy would cost more than all the rules
+        new.file_meta._dict = _copied_elements(meta)
     return new
+
+
+def _copied_elements(ds: Dataset) -> dict:
+    store = {}
+    for tag, element in element_store(ds).items():
+        if type(element) is RawDataElement:
+            store[tag] = element
+        else:
+            copied = store[tag] = _shallow_copy(element)
+            if element.VR == "SQ":
+                copied._value = Sequence([cheap_copy(item) for item in element.value or []])
+    return store
+
+
+def _shallow_copy(element: DataElement) -> DataElement:
+    """copy.copy, without its generic protocol (a few microseconds per element)."""
+    copied = object.__new__(type(element))
+    copied.__dict__.update(element.__dict__)
+    return copied
 
 
 def vr_of(tag: int, element: DataElement | RawDataElement) -> str:
@@ -54,3 +65,19 @@ def vr_of(tag: int, element: DataElement | RawDataElement) -> str:
     from dopamine_py.document import vr_for_tag
 
     return vr_for_tag(int(tag)) or "UN"
+
+
+def decoded_vr(tag: int, element: DataElement | RawDataElement) -> str | None:
+    """The VR pydicom gives an element once decoded, when that is sure without decoding it (None when
+    it depends: an explicit UN, an ambiguous or unknown implicit one, an undefined length)."""
+    if isinstance(element, DataElement):
+        return None if element.is_undefined_length else element.VR
+    if element.length == 0xFFFFFFFF:
+        return None
+    if element.VR is not None:
+        return element.VR if element.VR != "UN" else None
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return vr if " or " not in vr else None

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -43,7 +44,7 @@ from .actions import (
     sync_media_storage_uid,
 )
 from .context import Context
-from .copying import element_store, vr_of
+from .copying import decoded_vr, element_store, vr_of
 from .errors import ActionFailed
 from .paths import describe
 from .schema import RULES_DIR
@@ -236,6 +237,11 @@ class _Run:
             if code == "X":
                 del ds[tag]  # without decoding it first
                 continue
+            vr = decoded_vr(tag, raw)
+            if code in ("Z", "D") and vr not in (None, "SQ", "UI") and not (tag >> 16) % 2:
+                # A new element: the old value need not be decoded to be replaced.
+                element_store(ds)[tag] = DataElement(tag, vr, None if code == "Z" else self.dummy_value(tag, vr, top))
+                continue
             try:
                 self.treat(ds, ds[tag], code, top, free_text)
             except ActionFailed as exc:
@@ -274,14 +280,17 @@ class _Run:
                 map_uid_value(element, self.key)
             else:
                 element.value = keyed.replacement_uid(self.key, f"dummy:{tag:08X}")
-        elif top and tag in (PATIENT_ID, PATIENT_NAME) and self.original_patient_id:
-            element.value = keyed.pseudonym(self.key, self.original_patient_id, "ANON-", 10)
-        elif vr in DUMMIES:
-            element.value = DUMMIES[vr]
-        elif vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
-            element.value = 0
-        else:  # OB, OW, UN and the other binary VRs
-            element.value = BINARY_DUMMY
+        else:
+            element.value = self.dummy_value(tag, vr, top)
+
+    def dummy_value(self, tag: int, vr: str, top: bool):
+        if top and tag in (PATIENT_ID, PATIENT_NAME) and self.original_patient_id:
+            return keyed.pseudonym(self.key, self.original_patient_id, "ANON-", 10)
+        if vr in DUMMIES:
+            return DUMMIES[vr]
+        if vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
+            return 0
+        return BINARY_DUMMY  # OB, OW, UN and the other binary VRs
 
     def clean(self, element) -> None:
         vr = element.VR
@@ -317,9 +326,9 @@ class _Run:
         for name in ("basic",) + tuple(o for o in OPTIONS if o in options):
             value, meaning = METHOD_CODES[name]
             item = Dataset()
-            item.CodeValue = value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
+            item.add_new(0x00080100, "SH", value)  # Code Value
+            item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
+            item.add_new(0x00080104, "LO", meaning)  # Code Meaning
             items.append(item)
         ds.add_new(0x00120064, "SQ", Sequence(items))
         if "retainLongitudinalFullDates" in options:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 from pydicom.datadict import keyword_for_tag
@@ -139,5 +140,6 @@ def parse_path(text: str, creator: str | None = None) -> ElementPath:
     return ElementPath(text, tuple(steps), creator)
 
 
+@lru_cache(maxsize=4096)
 def describe(tag: int) -> str:
     return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -72,6 +72,10 @@ def test_the_papers_example_runs_on_dimse_input_as_written(data_dir, tmp_path):
     assert provenance["rulesets"] == [{"name": "age", "version": 1, "fired": [1]}]
     changed = {c["path"]: c for c in provenance["changes"]}
     assert changed["PatientBirthDate"]["old"] == "19800115" and changed["PatientAge"]["new"] == "044Y"
+    shown = dopamine(data_dir, "rules", "provenance", sent.SOPInstanceUID).stdout
+    assert "rule set age version 1: rules fired: 1" in shown
+    assert "~ PatientBirthDate: 19800115 -> " in shown and "+ PatientAge = 044Y" in shown
+    assert dopamine(data_dir, "rules", "provenance", "1.2.3.4", check=False).returncode == 1
 
 
 def test_reject_quarantine_and_release(data_dir, tmp_path):

@@ -13,7 +13,7 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import bson
 import bson.errors
@@ -165,8 +165,14 @@ class Backend(ABC):
     name: str = "?"
 
     @abstractmethod
-    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy) -> PutOutcome:
-        """Store durably; when this returns STORED, REPLACED or KEPT_FIRST the data survive a crash."""
+    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = ()) -> PutOutcome:
+        """Store durably; when this returns STORED, REPLACED or KEPT_FIRST the data survive a crash.
+
+        ``extra_records`` (kind, record) go to the administrative records of the same database
+        (storage.records), with the instance: written unless the outcome is REJECTED_DUPLICATE, and never
+        missing once an instance is stored (routing's provenance, without a second commit of its own).
+        """
 
     @abstractmethod
     def find(self, level: Level, query: Query, having: Query | None = None,

@@ -22,7 +22,7 @@ import threading
 import types
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import gridfs
 import pymongo
@@ -54,6 +54,7 @@ from .base import (
     fits_inline,
 )
 from .mongo_query import compile_query, first_value_path
+from .records import mongo_collection, mongo_document
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,17 @@ class MongoBackend(Backend):
 
     # ----------------------------------------------------------------------------------------------- put
 
-    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy) -> PutOutcome:
+    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = ()) -> PutOutcome:
         uid = record.sop_instance_uid
         with _as_os_errors(uid):
             existing = self._instances.find_one({"_id": uid}, {"sha256": 1})
             early = self._duplicate_outcome(existing, record, policy)
+            if early == PutOutcome.REJECTED_DUPLICATE:
+                return early
+            # The records first, durably, so that a stored instance never lacks them; a failure after them
+            # leaves records of a store its sender is not told succeeded (removed when possible).
+            written = self._insert_records(extra_records)
             if early is not None:
                 return early
             placed = self._place_original(record, original)
@@ -228,10 +235,28 @@ class MongoBackend(Backend):
                 outcome = self._write(record, placed, policy, existing)
             except BaseException:
                 self._discard(placed, uid)
+                self._remove_records(written, uid)
                 raise
             if outcome in (PutOutcome.IDENTICAL_DUPLICATE, PutOutcome.REJECTED_DUPLICATE):
                 self._discard(placed, uid)  # lost a race: the bytes are not referenced
+            if outcome == PutOutcome.REJECTED_DUPLICATE:
+                self._remove_records(written, uid)
             return outcome
+
+    def _insert_records(self, extra_records: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+        written = []
+        for kind, body in extra_records:
+            document = mongo_document(body)
+            self.database.get_collection(mongo_collection(kind), write_concern=DURABLE).insert_one(document)
+            written.append((mongo_collection(kind), document["_id"]))
+        return written
+
+    def _remove_records(self, written: list[tuple[str, str]], uid: str) -> None:
+        try:
+            for collection, record_id in written:
+                self.database.get_collection(collection, write_concern=DURABLE).delete_one({"_id": record_id})
+        except PyMongoError as exc:  # the original failure matters more; say what may be left behind
+            log.error("records %s of %s may be left behind by a failed store: %s", written, uid, exc)
 
     @staticmethod
     def _duplicate_outcome(existing: dict | None, record: InstanceRecord, policy: DuplicatePolicy) -> PutOutcome | None:

@@ -23,6 +23,11 @@ class RecordStore(ABC):
     def insert(self, kind: str, record: dict[str, Any]) -> str:
         """Store a record durably; returns its id."""
 
+    def kept_with(self, backend: Any) -> bool:
+        """Whether ``backend.put`` writes records where this store reads them (``extra_records``), so that a
+        record can be stored together with its instance."""
+        return False
+
     @abstractmethod
     def get(self, kind: str, record_id: str) -> dict[str, Any] | None: ...
 
@@ -41,6 +46,27 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def sqlite_row(kind: str, record: dict[str, Any]) -> tuple[str, str, str]:
+    """(kind, id, body) of a record in the SQLite table ``records``."""
+    record_id = record.get("id") or _new_id()
+    return kind, record_id, json.dumps({**record, "id": record_id})
+
+
+INSERT_SQLITE_ROW = "INSERT INTO records (kind, id, body) VALUES (?, ?, ?)"
+_mongo_counter = itertools.count()
+
+
+def mongo_collection(kind: str) -> str:
+    return f"records_{kind}"
+
+
+def mongo_document(record: dict[str, Any]) -> dict[str, Any]:
+    record_id = record.get("id") or _new_id()
+    # Nanoseconds plus a counter: an order of insertion that survives restarts and several nodes.
+    seq = time.time_ns() + next(_mongo_counter) % 1000
+    return {**record, "_id": record_id, "id": record_id, "seq": seq}
+
+
 class SQLiteRecords(RecordStore):
     SCHEMA = """
     CREATE TABLE IF NOT EXISTS records (
@@ -53,6 +79,7 @@ class SQLiteRecords(RecordStore):
     """
 
     def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
         self._conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=60)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -60,11 +87,13 @@ class SQLiteRecords(RecordStore):
         self._lock = threading.Lock()
 
     def insert(self, kind: str, record: dict[str, Any]) -> str:
-        record_id = record.get("id") or _new_id()
-        body = json.dumps({**record, "id": record_id})
+        row = sqlite_row(kind, record)
         with self._lock:
-            self._conn.execute("INSERT INTO records (kind, id, body) VALUES (?, ?, ?)", (kind, record_id, body))
-        return record_id
+            self._conn.execute(INSERT_SQLITE_ROW, row)
+        return row[1]
+
+    def kept_with(self, backend: Any) -> bool:
+        return getattr(backend, "db_path", None) == self.db_path
 
     def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -103,10 +132,12 @@ class MongoRecords(RecordStore):
 
     def __init__(self, database) -> None:
         self._db = database
-        self._counter = itertools.count()
+
+    def kept_with(self, backend: Any) -> bool:
+        return getattr(backend, "database", None) is self._db
 
     def _collection(self, kind: str):
-        collection = self._db[f"records_{kind}"]
+        collection = self._db[mongo_collection(kind)]
         try:
             from pymongo import WriteConcern
 
@@ -115,11 +146,9 @@ class MongoRecords(RecordStore):
             return collection
 
     def insert(self, kind: str, record: dict[str, Any]) -> str:
-        record_id = record.get("id") or _new_id()
-        # Nanoseconds plus a counter: an order of insertion that survives restarts and several nodes.
-        seq = time.time_ns() + next(self._counter) % 1000
-        self._collection(kind).insert_one({**record, "_id": record_id, "id": record_id, "seq": seq})
-        return record_id
+        document = mongo_document(record)
+        self._collection(kind).insert_one(document)
+        return document["id"]
 
     def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
         doc = self._collection(kind).find_one({"_id": record_id})

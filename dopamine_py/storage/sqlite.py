@@ -25,7 +25,7 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Sequence
 
 from ..document import PN_GROUPS, parse_tag, single_valued, tag_key, vr_for_tag
 from ..matching import Query, fold
@@ -42,6 +42,7 @@ from .base import (
     StoredInstance,
     fits_inline,
 )
+from .records import INSERT_SQLITE_ROW, sqlite_row
 from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr, split_query
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,8 @@ class SQLiteBackend(Backend):
 
     # ----------------------------------------------------------------------------------------------- put
 
-    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy) -> PutOutcome:
+    def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = ()) -> PutOutcome:
         conn = self._writer
         doc_json = dump_document(record.document)
         summary_json = summary_of(record.document)
@@ -290,15 +292,18 @@ class SQLiteBackend(Backend):
             existing = conn.execute(
                 "SELECT id, sha256 FROM instances WHERE sop_instance_uid = ?", (record.sop_instance_uid,)
             ).fetchone()
-            if existing and existing[1] == record.sha256:
+            identical = existing is not None and existing[1] == record.sha256
+            if identical and not extra_records:
                 return PutOutcome.IDENTICAL_DUPLICATE
-            if existing and policy == DuplicatePolicy.REJECT:
+            if existing and not identical and policy == DuplicatePolicy.REJECT:
                 return PutOutcome.REJECTED_DUPLICATE
-            blob_path = None if inline else self._place_blob(record, original)
-            data = original.read() if inline else None
+            blob_path = None if inline or identical else self._place_blob(record, original)
+            data = original.read() if inline and not identical else None
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                if existing and policy == DuplicatePolicy.KEEP_FIRST:
+                if identical:
+                    outcome = PutOutcome.IDENTICAL_DUPLICATE
+                elif existing and policy == DuplicatePolicy.KEEP_FIRST:
                     self._insert_superseded(conn, record.sop_instance_uid, "duplicate kept aside (keep-first)",
                                             record.sha256, doc_json, blob_path, data)
                     outcome = PutOutcome.KEPT_FIRST
@@ -307,6 +312,8 @@ class SQLiteBackend(Backend):
                         self._supersede_existing(conn, existing[0], "replaced by a newer version (replace)")
                     self._insert_instance(conn, record, doc_json, summary_json, blob_path, data)
                     outcome = PutOutcome.REPLACED if existing else PutOutcome.STORED
+                for kind, body in extra_records:
+                    conn.execute(INSERT_SQLITE_ROW, sqlite_row(kind, body))
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 conn.execute("ROLLBACK") if conn.in_transaction else None

@@ -1,0 +1,92 @@
+"""The encoder of routed data sets writes what pydicom's dcmwrite writes, byte for byte, and leaves the data
+set as dcmwrite leaves it (the archive builds the stored document from it afterwards); on every sample
+file of pydicom, pydicom-data and deid-data, parsed as the archive parses, after several rule sets."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import warnings
+from pathlib import Path
+
+import pydicom.data
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+import routing.encoding
+from dopamine_py.document import to_document
+from routing.encoding import encode_part10, encode_routed
+from routing.engine import load_ruleset
+from rules_helpers import SECRETS, ruleset
+
+REPO = Path(__file__).resolve().parents[2]
+RULE_SETS = {
+    "basic profile": lambda: load_ruleset(REPO / "rules" / "basic-profile.xml"),
+    "profile with options": lambda: ruleset(
+        '<Deidentify profile="basic" retainSafePrivate="true" retainLongitudinalModifiedDates="true" '
+        'retainPatientCharacteristics="true" cleanDescriptors="true" cleanStructuredContent="true" '
+        'cleanGraphics="true"><Keep creator="SIEMENS CSA HEADER"/></Deidentify>'),
+    "actions": lambda: ruleset('<Pseudonymize/><ShiftDates by="PatientID"/><ReplaceUIDs/><RemovePrivateTags/>'
+                               '<SetElement tag="InstitutionName" value="ACME"/><DeleteElement tag="StudyDescription"/>'
+                               '<SetElement tag="SpecificCharacterSet" value="ISO_IR 192"/>'),
+}
+
+
+def sample_files() -> list[Path]:
+    """The files installed with pydicom, pydicom-data and deid-data (get_testdata_files would try to
+    download the ones that are missing)."""
+    folders = [Path(pydicom.data.__file__).parent / "test_files"]
+    for package in ("data_store", "deid_data"):  # pydicom-data, deid-data
+        try:
+            folders.append(Path(importlib.import_module(package).__file__).parent / "data")
+        except ImportError:
+            pass
+    files = sorted(f for folder in folders for f in folder.rglob("*") if f.is_file())
+    return [f for f in files if f.stat().st_size < 8_000_000]
+
+
+def parsed(data: bytes):
+    return dcmread(io.BytesIO(data), defer_size=1024)  # as ArchiveService._parse reads
+
+
+@pytest.mark.parametrize("rules", RULE_SETS)
+def test_same_bytes_and_document_as_dcmwrite(rules):
+    rs = RULE_SETS[rules]()
+    encoded = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the samples include invalid values pydicom warns about
+        for path in sample_files():
+            data = path.read_bytes()
+            try:
+                reference, fast = (rs.apply(parsed(data), None, SECRETS).dataset for _ in range(2))
+            except Exception:
+                continue  # not a file the archive would store, or a data set the rules refuse
+            try:
+                expected = encode_part10(reference)
+            except Exception as exc:
+                with pytest.raises(type(exc)):
+                    encode_routed(fast)
+                continue
+            assert encode_routed(fast) == expected, path.name
+            assert to_document(fast) == to_document(reference), path.name
+            encoded += 1
+    assert encoded > 100
+
+
+def test_an_untouched_data_set_comes_out_as_it_went_in():
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    assert encode_routed(parsed(data)) == encode_part10(parsed(data))
+
+
+def test_a_de_identified_instance_is_encoded_without_dcmwrite(monkeypatch):
+    """The fast path must be the one taken for the usual input (else the gain is gone, silently)."""
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    routed = load_ruleset(REPO / "rules" / "basic-profile.xml").apply(parsed(data), None, SECRETS).dataset
+    expected = encode_part10(routed)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dcmwrite called")
+
+    monkeypatch.setattr(routing.encoding, "dcmwrite", refuse)
+    assert encode_routed(routed) == expected

@@ -1,0 +1,93 @@
+"""The provenance record of a routed instance is stored with the instance, on every storage tier: in the
+instance's own transaction (SQLite: one commit, one fsync), or written durably just before it (MongoDB).
+Either way no instance is stored without its record."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends import TIERS, make_backend
+from dopamine_py.archive import ArchiveService, Routing, Source
+from dopamine_py.assembly import open_records
+from dopamine_py.router import PROVENANCE, Router, RuleSetRegistry, Selector
+from dopamine_py.storage.base import DuplicatePolicy, InstanceRecord, Original, PutOutcome
+from factory import encode, make_dataset
+from rules_helpers import SECRETS
+
+
+@pytest.fixture(params=TIERS)
+def tier(request):
+    return request.param
+
+
+@pytest.fixture
+def store(tier, tmp_path):
+    backend, dispose = make_backend(tier, tmp_path)
+    yield backend, open_records(backend)
+    dispose()
+
+
+def instance(uid: str, data: bytes) -> tuple[InstanceRecord, Original]:
+    original = Original(data=data)
+    record = InstanceRecord(uid, "1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.3.4", "P1", "CT", "1.2.840.10008.1.2.1",
+                            {}, original.size, original.sha256(), "2024-01-01T00:00:00+00:00")
+    return record, original
+
+
+def notes(records, uid: str) -> list[str]:
+    return [r["note"] for r in records.find(PROVENANCE, sop_instance_uid=uid)]
+
+
+def test_records_are_written_with_the_instance_unless_it_is_refused(store):
+    backend, records = store
+    assert records.kept_with(backend)
+
+    def put(data: bytes, note: str, policy=DuplicatePolicy.KEEP_FIRST) -> PutOutcome:
+        return backend.put(*instance("1.2.3.5", data), policy, [(PROVENANCE, {"sop_instance_uid": "1.2.3.5", "note": note})])
+
+    assert put(b"first", "stored") == PutOutcome.STORED
+    assert put(b"first", "identical") == PutOutcome.IDENTICAL_DUPLICATE
+    assert put(b"other", "refused", DuplicatePolicy.REJECT) == PutOutcome.REJECTED_DUPLICATE
+    assert put(b"other", "kept aside") == PutOutcome.KEPT_FIRST
+    assert notes(records, "1.2.3.5") == ["stored", "identical", "kept aside"]
+
+
+def test_a_record_that_cannot_be_written_stores_nothing(store):
+    backend, records = store
+    with pytest.raises(Exception):
+        backend.put(*instance("1.2.3.6", b"data"), DuplicatePolicy.KEEP_FIRST, [(PROVENANCE, {"bad": object()})])
+    assert backend.get_document("1.2.3.6") is None
+    assert records.find(PROVENANCE) == []
+
+
+def test_records_are_kept_only_with_the_backend_of_their_own_database(tier, tmp_path):
+    backend, dispose = make_backend(tier, tmp_path)
+    other, dispose_other = make_backend(tier, tmp_path)  # as the quarantine is
+    try:
+        assert open_records(backend).kept_with(backend)
+        assert not open_records(backend).kept_with(other)
+    finally:
+        dispose_other()
+        dispose()
+
+
+def test_the_archive_stores_provenance_in_the_instances_commit(store, tier, tmp_path, monkeypatch):
+    backend, records = store
+    quarantine, dispose_quarantine = make_backend(tier, tmp_path)
+    registry = RuleSetRegistry(records)
+    registry.activate("ages", b"""<RuleSet name="ages"><Rule><Action><AgeFromBirthDate/>
+        <EmptyElement tag="PatientBirthDate"/></Action></Rule></RuleSet>""", {}, Selector(), "tests")
+    archive = ArchiveService(backend, routing=Routing(Router(registry, SECRETS), quarantine, records))
+
+    def separate_insert(kind, record):
+        raise AssertionError(f"a {kind} record written in a commit of its own")
+
+    monkeypatch.setattr(records, "insert", separate_insert)
+    ds = make_dataset(PatientBirthDate="19800115", StudyDate="20240601")
+    try:
+        assert archive.store_bytes(encode(ds), Source("dimse", calling_aet="MR1")).status == "stored"
+        [provenance] = records.find(PROVENANCE, sop_instance_uid=ds.SOPInstanceUID)
+        assert provenance["source"]["calling_aet"] == "MR1"
+        assert {c["path"]: c["old"] for c in provenance["changes"]}["PatientBirthDate"] == "19800115"
+    finally:
+        dispose_quarantine()
