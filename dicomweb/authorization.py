@@ -98,6 +98,9 @@ class ScopedArchive:
         permits = None if self.decision.unrestricted else self.decision.permits
         return self._archive.store_bytes(data, source, permits=permits, **options)
 
+    def sync(self) -> None:
+        self._archive.sync()
+
     def open_original(self, sop_instance_uid: str) -> BinaryIO:
         return self._archive.open_original(sop_instance_uid)
 

@@ -137,34 +137,37 @@ class ArchiveService:
 
     def store_file(self, path: str | Path, source: Source, *, take_ownership: bool = False,
                    expected_sop_class: str | None = None, expected_sop_instance: str | None = None,
-                   permits: Permits | None = None) -> StoreResult:
+                   permits: Permits | None = None, sync: bool = True) -> StoreResult:
         """Store a DICOM file. With ``take_ownership`` the backend may move the file instead of copying it.
 
         ``expected_*`` are what the sender announced (the C-STORE request); a data set that says otherwise
         is refused. ``permits`` is the sender's access right: the data set, as it would be stored, must
-        satisfy it or nothing is stored.
+        satisfy it or nothing is stored. ``sync=False``: committed but not yet flushed to disk, for a caller
+        that stores several instances before acknowledging any; it must call ``sync()`` before it does.
         """
         path = Path(path)
         expected = (expected_sop_class, expected_sop_instance)
         try:
             size = path.stat().st_size
             if size <= IN_MEMORY_LIMIT:
-                return self.store_bytes(path.read_bytes(), source, name=str(path), expected=expected, permits=permits)
+                return self.store_bytes(path.read_bytes(), source, name=str(path), expected=expected, permits=permits,
+                                        sync=sync)
             with open(path, "rb") as f:
                 ds = self._parse(f, size, expected)
         except BadInstance as exc:
             return self._failed(None, str(exc), exc.dimse_status, source, str(path))
         except OSError as exc:
             return self._failed(None, f"cannot read the file: {exc.strerror or exc}", OUT_OF_RESOURCES, source, str(path))
-        return self._store(ds, Original(path=path, owned=take_ownership), source, permits)
+        return self._store(ds, Original(path=path, owned=take_ownership), source, permits, sync)
 
     def store_bytes(self, data: bytes, source: Source, name: str = "data set",
-                    expected: tuple[str | None, str | None] = (None, None), permits: Permits | None = None) -> StoreResult:
+                    expected: tuple[str | None, str | None] = (None, None), permits: Permits | None = None,
+                    sync: bool = True) -> StoreResult:
         try:
             ds = self._parse(io.BytesIO(data), len(data), expected)
         except BadInstance as exc:
             return self._failed(None, str(exc), exc.dimse_status, source, name)
-        return self._store(ds, Original(data=data), source, permits)
+        return self._store(ds, Original(data=data), source, permits, sync)
 
     def store_dataset(self, ds: Dataset, source: Source, permits: Permits | None = None) -> StoreResult:
         """Store a data set built in memory (conversion, tests); it is encoded as a Part 10 file first."""
@@ -214,7 +217,14 @@ class ArchiveService:
         return self._store(ds, Original(data=header + data), source, permits)
 
 
-    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None) -> StoreResult:
+    def sync(self) -> None:
+        """Make every instance stored with ``sync=False`` durable (raises OSError when the disk refuses)."""
+        self.backend.sync()
+        if self.routing is not None:
+            self.routing.quarantine.sync()
+
+    def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None,
+               sync: bool = True) -> StoreResult:
         """Route (when routing is configured), then keep: in the archive, or in the quarantine."""
         received_uid = str(ds.SOPInstanceUID)
         outcome = None
@@ -229,7 +239,7 @@ class ArchiveService:
                 reason = f"routing rule failed: {exc}"
                 if self.routing.on_error == "quarantine":
                     # The data set as received: never half-processed.
-                    return self._keep(ds, original, source, permits, quarantine_reason=reason)
+                    return self._keep(ds, original, source, permits, quarantine_reason=reason, sync=sync)
                 return self._refused(received_uid, reason, REFUSED, source)
             if outcome is not None:
                 if outcome.decision == "reject":
@@ -245,11 +255,12 @@ class ArchiveService:
         reason = None
         if outcome is not None and outcome.decision == "quarantine":
             reason = outcome.reason or "quarantined by rule"
-        return self._keep(ds, original, source, permits, quarantine_reason=reason, outcome=outcome,
+        return self._keep(ds, original, source, permits, quarantine_reason=reason, outcome=outcome, sync=sync,
                           received_uid=received_uid)
 
     def _keep(self, ds: Dataset, original: Original, source: Source, permits: Permits | None, *,
-              quarantine_reason: str | None = None, outcome: Any = None, received_uid: str | None = None) -> StoreResult:
+              quarantine_reason: str | None = None, outcome: Any = None, received_uid: str | None = None,
+              sync: bool = True) -> StoreResult:
         """Store in the archive, or in the quarantine when there is a reason to."""
         sop_uid = uid_of(ds, 0x00080018)
         try:
@@ -277,7 +288,7 @@ class ArchiveService:
         provenance = self._provenance(record, outcome, source, received_uid)
         with_instance = [provenance] if provenance and self.routing.records.kept_with(store) else []
         try:
-            put = store.put(record, original, self.duplicate_policy, with_instance)
+            put = store.put(record, original, self.duplicate_policy, with_instance, sync=sync)
         except StorageFull as exc:
             return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
         except (OSError, OverflowError) as exc:

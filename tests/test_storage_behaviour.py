@@ -268,3 +268,17 @@ def test_a_rejected_duplicate_does_not_reveal_data_outside_the_senders_rights(ba
     assert archive.store_bytes(encode(visible), SOURCE, permits=only_mr.matches).status == "stored"
     again = make_dataset(modality="MR", sop_uid=visible.SOPInstanceUID, StudyDescription="changed")
     assert archive.store_bytes(encode(again), SOURCE, permits=only_mr.matches).dimse_status == DUPLICATE_SOP_INSTANCE
+
+
+def test_instances_stored_without_sync_are_there_and_sync_returns(archive):
+    """STOW-RS stores a request's instances with ``sync=False`` and syncs once: they are found at once,
+    and sync() completes (on MongoDB it has nothing to do: every write is already journaled)."""
+    stored = []
+    for number in range(3):
+        ds = make_dataset(patient_id="DEFERRED", instance_number=number + 1)
+        result = archive.store_bytes(encode(ds), SOURCE, sync=False)
+        assert result.status == "stored", result.reason
+        stored.append(str(ds.SOPInstanceUID))
+    archive.sync()
+    found = archive.find(Level.IMAGE, parse_pairs([("PatientID", "DEFERRED"), ("SOPInstanceUID", "")]))
+    assert sorted(f.document["00080018"]["Value"][0] for f in found) == sorted(stored)

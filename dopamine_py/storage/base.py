@@ -166,13 +166,19 @@ class Backend(ABC):
 
     @abstractmethod
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
-            extra_records: Sequence[tuple[str, dict[str, Any]]] = ()) -> PutOutcome:
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *, sync: bool = True) -> PutOutcome:
         """Store durably; when this returns STORED, REPLACED or KEPT_FIRST the data survive a crash.
+
+        ``sync=False`` lets a backend commit without flushing to disk; the data are durable once ``sync()``
+        returns. STOW-RS stores a request's instances that way and syncs once before answering.
 
         ``extra_records`` (kind, record) go to the administrative records of the same database
         (storage.records), with the instance: written unless the outcome is REJECTED_DUPLICATE, and never
         missing once an instance is stored (routing's provenance, without a second commit of its own).
         """
+
+    def sync(self) -> None:
+        """Flush what ``put(..., sync=False)`` committed (a no-op where every write is already durable)."""
 
     @abstractmethod
     def find(self, level: Level, query: Query, having: Query | None = None,

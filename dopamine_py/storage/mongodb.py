@@ -218,7 +218,8 @@ class MongoBackend(Backend):
     # ----------------------------------------------------------------------------------------------- put
 
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
-            extra_records: Sequence[tuple[str, dict[str, Any]]] = ()) -> PutOutcome:
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *, sync: bool = True) -> PutOutcome:
+        # Every write is acknowledged by a majority, journaled: ``sync`` has nothing to defer here.
         uid = record.sop_instance_uid
         with _as_os_errors(uid):
             existing = self._instances.find_one({"_id": uid}, {"sha256": 1})

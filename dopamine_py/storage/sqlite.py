@@ -283,7 +283,7 @@ class SQLiteBackend(Backend):
     # ----------------------------------------------------------------------------------------------- put
 
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
-            extra_records: Sequence[tuple[str, dict[str, Any]]] = ()) -> PutOutcome:
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *, sync: bool = True) -> PutOutcome:
         conn = self._writer
         doc_json = dump_document(record.document)
         summary_json = summary_of(record.document)
@@ -300,6 +300,9 @@ class SQLiteBackend(Backend):
             blob_path = None if inline or identical else self._place_blob(record, original)
             data = original.read() if inline and not identical else None
             try:
+                if not sync:
+                    # Written to the WAL, its fsync left to sync(): FULL would flush it at this commit.
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 if identical:
                     outcome = PutOutcome.IDENTICAL_DUPLICATE
@@ -328,7 +331,23 @@ class SQLiteBackend(Backend):
                 if blob_path:
                     (self.data_dir / blob_path).unlink(missing_ok=True)
                 raise
+            finally:
+                if not sync:
+                    conn.execute("PRAGMA synchronous=FULL")
         return outcome
+
+    def sync(self) -> None:
+        """fsync the write-ahead log: the commits made with ``sync=False`` are in it (a checkpoint that moved
+        them into the database file synced that file first), so they are now as durable as with FULL."""
+        with self._write_lock:
+            try:
+                fd = os.open(f"{self.db_path}-wal", os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _place_blob(self, record: InstanceRecord, original: Original) -> str:
         """Put a large original under blobs/, durably, and return its path relative to the data dir."""
