@@ -185,8 +185,10 @@ class Receiver:
             self._store_file(path)
 
     def _store_file(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            header = _header(f)
+        def header() -> tuple:
+            with open(path, "rb") as f:
+                return _header(f)
+
         outcome = self._outcome(header, lambda: self.archive.store_file(path, self.source, take_ownership=True,
                                                                          sync=False))
         path.unlink(missing_ok=True)
@@ -194,16 +196,20 @@ class Receiver:
         self.outcomes.append(outcome)
 
     def _store_bytes(self, data: bytes) -> None:
-        outcome = self._outcome(_header(io.BytesIO(data)), lambda: self.archive.store_bytes(
+        outcome = self._outcome(lambda: _header(io.BytesIO(data)), lambda: self.archive.store_bytes(
             data, self.source, name=f"STOW-RS part {len(self.outcomes) + 1}", sync=False))
         self.outcomes.append(outcome)
 
-    def _outcome(self, header: tuple, store) -> Outcome:
-        outcome = Outcome(*header)
-        if self.study and header[2] and header[2] != self.study:
-            outcome.failure, outcome.reason = STUDY_UID_MISMATCH, f"instance of study {header[2]}, not of {self.study}"
-        else:
-            _apply(outcome, store())
+    def _outcome(self, header, store) -> Outcome:
+        """The outcome of storing one part. Its UIDs come from the archive, which parsed it; the part is
+        read here only to check its study first (POST /studies/{study}) or when the archive could not parse it."""
+        if self.study:
+            uids = header()
+            if uids[2] and uids[2] != self.study:
+                return Outcome(*uids, STUDY_UID_MISMATCH, f"instance of study {uids[2]}, not of {self.study}")
+        result = store()
+        outcome = Outcome(*(result.received or header()))
+        _apply(outcome, result)
         return outcome
 
     def _store_json_form(self) -> None:

@@ -52,6 +52,7 @@ CANNOT_UNDERSTAND = 0xC000
 # Files up to this size are read once into memory; larger ones are parsed in place and streamed.
 IN_MEMORY_LIMIT = 16 * 1024 * 1024
 
+RECEIVED_UIDS = (0x00080016, 0x00080018, 0x0020000D, 0x0020000E)
 REQUIRED_UIDS = {
     "SOPClassUID": 0x00080016,
     "SOPInstanceUID": 0x00080018,
@@ -95,6 +96,8 @@ class StoreResult:
     reason: str | None = None
     dimse_status: int = SUCCESS
     outcome: PutOutcome | None = None
+    # SOP Class, SOP Instance, Study and Series Instance UIDs of the data set as received (before routing)
+    received: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -225,6 +228,13 @@ class ArchiveService:
 
     def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None,
                sync: bool = True) -> StoreResult:
+        received = tuple(uid_of(ds, tag) for tag in RECEIVED_UIDS)  # before any rule changes them
+        result = self._route_and_keep(ds, original, source, permits, sync)
+        result.received = received
+        return result
+
+    def _route_and_keep(self, ds: Dataset, original: Original, source: Source, permits: Permits | None,
+                        sync: bool) -> StoreResult:
         """Route (when routing is configured), then keep: in the archive, or in the quarantine."""
         received_uid = str(ds.SOPInstanceUID)
         outcome = None
