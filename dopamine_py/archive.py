@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
@@ -207,10 +207,12 @@ class ArchiveService:
         if not syntax.is_transfer_syntax or syntax.is_deflated:
             return self.store_bytes(header + data, source, name=name, expected=expected, permits=permits)
         try:
-            ds = read_dataset(io.BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian,
-                              defer_size=max(self.document_options.bulk_data_threshold, 1024))
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.TransferSyntaxUID = syntax
+            buffer = io.BytesIO(data)
+            elements = read_dataset(buffer, syntax.is_implicit_VR, syntax.is_little_endian,
+                                    defer_size=max(self.document_options.bulk_data_threshold, 1024))
+            # A FileDataset over the data set's own bytes: deferred (large) values are read from there.
+            ds = FileDataset(buffer, elements, preamble=header[:128], file_meta=dcmread(io.BytesIO(header)).file_meta,
+                             is_implicit_VR=syntax.is_implicit_VR, is_little_endian=syntax.is_little_endian)
             _validate(ds, len(data), expected)
         except BadInstance as exc:
             return self._failed(None, str(exc), exc.dimse_status, source, name)

@@ -57,7 +57,8 @@ def test_the_papers_example_runs_on_dimse_input_as_written(data_dir, tmp_path):
     assert "version 1 is active" in activate(data_dir, tmp_path, PAPER_EXAMPLE).stdout
     server = start_server(data_dir)
     try:
-        sent = make_file(tmp_path / "in.dcm", PatientBirthDate="19800115", StudyDate="20240601")
+        # Pixel data larger than what the archive reads at once: the rule must work on deferred values too.
+        sent = make_file(tmp_path / "in.dcm", PatientBirthDate="19800115", StudyDate="20240601", rows=64, columns=64)
         assert storescu(server, tmp_path / "in.dcm").returncode == 0
         answer = find(server, "IMAGE", SOPInstanceUID=sent.SOPInstanceUID, PatientAge=None, PatientBirthDate=None)
         assert "044Y" in answer
@@ -68,6 +69,9 @@ def test_the_papers_example_runs_on_dimse_input_as_written(data_dir, tmp_path):
     from dopamine_py.assembly import open_archive
 
     archive = open_archive(load_settings(overrides={"data_dir": str(data_dir)}))
+    with archive.open_original(str(sent.SOPInstanceUID)) as f:
+        stored = dcmread(f)
+    assert stored.PixelData == sent.PixelData and stored.PatientAge == "044Y" and not stored.PatientBirthDate
     [provenance] = archive.routing.records.find("provenance", sop_instance_uid=sent.SOPInstanceUID)
     assert provenance["rulesets"] == [{"name": "age", "version": 1, "fired": [1]}]
     changed = {c["path"]: c for c in provenance["changes"]}
