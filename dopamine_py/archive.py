@@ -21,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
-from . import raw_values
+from . import part10, raw_values
 from .document import DocumentOptions, first_value, tag_key, to_document
 from .matching import Either, Query, QueryError, Universal
 from .storage.base import (
@@ -211,8 +211,10 @@ class ArchiveService:
             elements = read_dataset(buffer, syntax.is_implicit_VR, syntax.is_little_endian,
                                     defer_size=max(self.document_options.bulk_data_threshold, 1024))
             # A FileDataset over the data set's own bytes: deferred (large) values are read from there.
-            ds = FileDataset(buffer, elements, preamble=header[:128], file_meta=dcmread(io.BytesIO(header)).file_meta,
+            ds = FileDataset(buffer, elements, preamble=header[:128], file_meta=part10.file_meta(header),
                              is_implicit_VR=syntax.is_implicit_VR, is_little_endian=syntax.is_little_endian)
+            # As read, so that a routed data set's untouched elements are written back as they came.
+            ds.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian, elements.original_character_set)
             _validate(ds, len(data), expected)
         except BadInstance as exc:
             return self._failed(None, str(exc), exc.dimse_status, source, name)

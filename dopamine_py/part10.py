@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
+from pydicom.dataset import FileMetaDataset
+
 PREAMBLE = b"\0" * 128 + b"DICM"
 
 
@@ -46,3 +48,26 @@ def skip_file_meta(stream: BinaryIO) -> None:
         else:
             length = struct.unpack_from("<H", head, 6)[0]
         stream.seek(length, 1)
+
+
+def file_meta(header: bytes) -> FileMetaDataset:
+    """The File Meta Information of a header made by ``file_header`` (explicit VR little endian, group 0002
+    only), without pydicom's file reader: it is rebuilt for every data set received."""
+    meta = FileMetaDataset()
+    offset = len(PREAMBLE)
+    while offset < len(header):
+        element, vr = struct.unpack_from("<2xH2s", header, offset)
+        if vr == b"OB":
+            length = struct.unpack_from("<I", header, offset + 8)[0]
+            offset += 12
+        else:
+            length = struct.unpack_from("<H", header, offset + 6)[0]
+            offset += 8
+        value = header[offset:offset + length]
+        offset += length
+        if vr == b"UL":
+            meta.add_new(0x00020000 | element, "UL", struct.unpack("<I", value)[0])
+        else:
+            meta.add_new(0x00020000 | element, vr.decode(), value if vr == b"OB" else value.decode("ascii").rstrip("\0 "))
+    meta.set_original_encoding(False, True, "iso8859")  # as pydicom's reader marks a meta group it read
+    return meta
