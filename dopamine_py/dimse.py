@@ -45,7 +45,7 @@ from .storage.base import Found, InstanceRecord, Level
 from .upper_layer import commands as cmd
 from .upper_layer.acceptor import (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, AcceptorServer,
                                    AcceptorSettings, Association, Message)
-from .upper_layer.pdu import UserIdentity
+from .upper_layer.pdu import PeerClosed, ProtocolError, UserIdentity
 
 log = logging.getLogger("dopamine.dimse")
 
@@ -167,8 +167,8 @@ class DimseServer:
             return
         try:
             handler(association, message)
-        except (OSError, ConnectionError):
-            raise  # the connection itself: the acceptor ends the association
+        except (OSError, PeerClosed, ProtocolError):
+            raise  # the connection or the peer: the acceptor ends (or aborts) the association
         except Exception as exc:  # a bug must cost one operation, not the association without an answer
             log.exception("%#06x from %s failed", message.field, association.calling_aet)
             self._discard(message)

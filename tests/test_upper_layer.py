@@ -9,6 +9,9 @@ import socket
 import struct
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
@@ -29,13 +32,15 @@ def item(kind: int, value: bytes) -> bytes:
 
 
 def associate_rq(called: str, contexts: list[tuple[int, str, list[str]]], *, version: int = 1,
-                 application_context: str = pdu.APPLICATION_CONTEXT, max_length: int = 16384) -> bytes:
+                 application_context: str = pdu.APPLICATION_CONTEXT, max_length: int = 16384,
+                 scp_roles: tuple[str, ...] = ()) -> bytes:
     body = struct.pack(">HH", version, 0) + called.encode().ljust(16) + b"RAWPEER".ljust(16) + bytes(32)
     body += item(0x10, application_context.encode())
     for context_id, abstract, syntaxes in contexts:
         body += item(0x20, bytes((context_id, 0, 0, 0)) + item(0x30, abstract.encode())
                      + b"".join(item(0x40, ts.encode()) for ts in syntaxes))
-    body += item(0x50, item(0x51, struct.pack(">I", max_length)) + item(0x52, b"1.2.3.4"))
+    roles = b"".join(item(0x54, struct.pack(">H", len(uid)) + uid.encode() + b"\0\1") for uid in scp_roles)
+    body += item(0x50, item(0x51, struct.pack(">I", max_length)) + item(0x52, b"1.2.3.4") + roles)
     return struct.pack(">BBI", pdu.ASSOCIATE_RQ, 0, len(body)) + body
 
 
@@ -65,9 +70,9 @@ def raw_peer(server, contexts=None):
     assert_still_serving(server)
 
 
-def established(server, contexts) -> socket.socket:
+def established(server, contexts, scp_roles=()) -> socket.socket:
     sock = connect(server)
-    sock.sendall(associate_rq(server.aet, contexts))
+    sock.sendall(associate_rq(server.aet, contexts, scp_roles=scp_roles))
     kind, _ = read_pdu(sock)
     assert kind == pdu.ASSOCIATE_AC
     return sock
@@ -206,3 +211,36 @@ def test_peer_vanishing_mid_data_set_loses_nothing_else(server):
     sock.sendall(pdu.p_data(1, pdu.COMMAND | pdu.LAST_FRAGMENT, command) + pdu.p_data(1, 0, b"\x08\x00" * 50))
     sock.close()
     assert_still_serving(server)
+
+
+def test_a_peer_aborting_during_a_c_get_ends_only_its_association(server):
+    """The requestor aborts instead of answering the first C-STORE sub-operation: the archive drops that
+    association quietly (no error traceback, no answer sent into the void) and serves the next one."""
+    ds = make_dataset(patient_id="GET-ABORT")
+    sock = established(server, [(1, CTImageStorage, [ExplicitVRLittleEndian])])
+    store_on_context(sock, 1, str(ds.SOPClassUID), ds)
+    sock.close()
+    get_model = "1.2.840.10008.5.1.4.1.2.2.3"
+    sock = established(server, [(1, get_model, [ExplicitVRLittleEndian]), (3, CTImageStorage, [ExplicitVRLittleEndian])],
+                        scp_roles=(CTImageStorage,))
+    try:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = ds.StudyInstanceUID
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, identifier)
+        command = commands.encode({commands.AFFECTED_SOP_CLASS: get_model, commands.COMMAND_FIELD: commands.C_GET_RQ,
+                                   commands.MESSAGE_ID: 5, commands.PRIORITY: 0,
+                                   commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT})
+        sock.sendall(pdu.p_data(1, pdu.COMMAND | pdu.LAST_FRAGMENT, command)
+                     + pdu.p_data(1, pdu.LAST_FRAGMENT, buffer.getvalue()))
+        kind, body = read_pdu(sock)
+        assert kind == pdu.P_DATA_TF
+        (context_id, _, fragment), *_ = list(pdu.pdvs(body))
+        assert context_id == 3 and commands.decode(bytes(fragment))[commands.COMMAND_FIELD] == commands.C_STORE_RQ
+        sock.sendall(pdu.abort())
+    finally:
+        sock.close()
+    assert_still_serving(server)
+    assert "Traceback" not in server.log() and "failed" not in server.log(), server.log()[-3000:]
