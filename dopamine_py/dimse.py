@@ -122,6 +122,9 @@ class DimseServer:
                                          network_timeout=network_timeout, part10_header=_file_header)
         enable_tcp_nodelay()
         dimse_wakeups.install()  # for the associations pynetdicom opens for us
+        # C-MOVE sub-operations hand pynetdicom the stored file's path: with this it sends the data set's
+        # bytes as they are; without it, it decodes and re-encodes them (not byte for byte).
+        _config.STORE_SEND_CHUNKED_DATASET = True
         self._server: AcceptorServer | None = None
 
     def start(self) -> None:

@@ -328,6 +328,44 @@ def test_file_sent_unchanged_comes_back_identical_to_the_file(samples_server, na
     assert getscu_one(samples_server, path, tmp_path) == dataset_bytes(path.read_bytes())
 
 
+@pytest.fixture(scope="module")
+def move_destination(samples_server, tmp_path_factory):
+    """storescp, bit-preserving and accepting every transfer syntax, registered as the C-MOVE peer MOVEBITS."""
+    received = tmp_path_factory.mktemp("moved")
+    port = free_port()
+    storescp = subprocess.Popen([require_tool("storescp"), "-aet", "MOVEBITS", "+B", "+xa", "-od", str(received),
+                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run(dopamine_command("peer", "add", "MOVEBITS", "127.0.0.1", str(port), "--data-dir", str(samples_server.data_dir)))
+    yield received
+    storescp.terminate()
+    storescp.wait(timeout=10)
+
+
+def _stored_as_sent(name: str) -> bool:
+    """Whether the archive accepts the file as sent (not so when its meta names another instance)."""
+    ds = dcmread(sample_path(name), stop_before_pixels=True)
+    return ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+
+
+@pytest.mark.parametrize("name", [n for n in SAMPLE_FILES + CHARSET_FILES if _stored_as_sent(n)])
+def test_file_moved_to_a_peer_arrives_identical_to_the_file(samples_server, move_destination, name):
+    """C-MOVE sends the stored bytes too, not a data set decoded and encoded again by pynetdicom."""
+    path = sample_path(name)
+    ds = dcmread(path, stop_before_pixels=True)
+    status = send_file(samples_server, path)
+    assert status is not None and status.Status == 0x0000, status
+    command = [require_tool("movescu"), "-S", "-aec", samples_server.aet, "-aem", "MOVEBITS"]
+    for key, value in image_keys(path).items():
+        command += ["-k", f"{key}={value}"]
+    proc = run(command + [samples_server.host, str(samples_server.dimse_port)], check=False)
+    moved = [p for p in move_destination.iterdir() if p.name.endswith(str(ds.SOPInstanceUID))]
+    assert len(moved) == 1, f"{proc.stderr[-1500:]}\nserver log:\n{samples_server.log()[-1500:]}"
+    try:
+        assert dataset_bytes(moved[0].read_bytes()) == dataset_bytes(path.read_bytes())
+    finally:
+        moved[0].unlink()
+
+
 CHARSET_SEARCHES = {
     "Äneas*": {"chrGerm.dcm"},  # sent in ISO_IR 100
     "Buc^J*": {"chrFren.dcm", "chrFrenMulti.dcm"},  # one SOP Instance UID: one answer
