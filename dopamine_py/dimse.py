@@ -376,19 +376,17 @@ class DimseServer:
         except (KeyError, OSError, ValueError) as exc:
             log.error("C-GET: cannot send %s: %s", inst.sop_instance_uid, exc)
             return None
-        return self._await_store_response(association, message, sub_id)
+        return self._await_store_response(association, sub_id)
 
-    def _await_store_response(self, association: Association, message: Message, sub_id: int) -> int | None:
+    def _await_store_response(self, association: Association, sub_id: int) -> int | None:
         while True:
-            reply = association.receive()
+            reply = association.read_message()
             if reply is None:
                 return None  # released under us: the final response will not be read anyway
             if reply.field == cmd.C_STORE_RQ | cmd.RESPONSE and reply.command.get(cmd.RESPONDING_TO) == sub_id:
                 return reply.command.get(cmd.STATUS)
-            if reply.field == cmd.C_CANCEL_RQ and reply.command.get(cmd.RESPONDING_TO) == message.message_id:
-                association._waiting.append(reply)  # seen by the next cancel_requested
-                continue
-            log.warning("C-GET: unexpected message %#06x while waiting for a C-STORE response", reply.field)
+            if reply.field != cmd.C_CANCEL_RQ:  # a cancel is noted by the association, seen after this response
+                association.keep_for_later(reply)
 
     def _store_to(self, sub, inst: InstanceRecord, originator: str, originator_id: int) -> int | None:
         """A C-MOVE sub-operation: a C-STORE to the destination, the stored bytes sent as they are."""

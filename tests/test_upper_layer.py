@@ -213,32 +213,83 @@ def test_peer_vanishing_mid_data_set_loses_nothing_else(server):
     assert_still_serving(server)
 
 
+GET_MODEL = "1.2.840.10008.5.1.4.1.2.2.3"
+
+
+def start_c_get(server, study_uid: str) -> socket.socket:
+    """A C-GET of a study (message ID 5) on an association where we take the CT storage SCP role."""
+    sock = established(server, [(1, GET_MODEL, [ExplicitVRLittleEndian]), (3, CTImageStorage, [ExplicitVRLittleEndian])],
+                       scp_roles=(CTImageStorage,))
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_uid
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, identifier)
+    command = commands.encode({commands.AFFECTED_SOP_CLASS: GET_MODEL, commands.COMMAND_FIELD: commands.C_GET_RQ,
+                               commands.MESSAGE_ID: 5, commands.PRIORITY: 0,
+                               commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT})
+    sock.sendall(pdu.p_data(1, pdu.COMMAND | pdu.LAST_FRAGMENT, command)
+                 + pdu.p_data(1, pdu.LAST_FRAGMENT, buffer.getvalue()))
+    return sock
+
+
+def next_command(sock) -> dict:
+    """The command of the next message (its data set, if any, read and dropped)."""
+    command = b""
+    while True:
+        kind, body = read_pdu(sock)
+        assert kind == pdu.P_DATA_TF, kind
+        for _, flags, fragment in pdu.pdvs(body):
+            if flags & pdu.COMMAND:
+                command += bytes(fragment)
+            if flags & pdu.LAST_FRAGMENT:
+                decoded = commands.decode(command) if command else None
+                if decoded and (not flags & pdu.COMMAND or decoded[commands.DATA_SET_TYPE] == commands.NO_DATA_SET):
+                    return decoded
+
+
+def test_a_cancel_sent_before_a_sub_operations_response_stops_the_c_get(server):
+    """The requestor cancels the C-GET, then answers the C-STORE it was being sent: the archive must
+    see that cancel (read while it waited for the C-STORE response) and end with FE00H, not go on."""
+    study = generate_uid()
+    for number in range(5):
+        ds = make_dataset(patient_id="GET-CANCEL", study_uid=study, instance_number=number + 1)
+        with raw_peer(server, [(1, CTImageStorage, [ExplicitVRLittleEndian])]) as sock:
+            assert store_on_context(sock, 1, CTImageStorage, ds)[commands.STATUS] == 0x0000
+    sock = start_c_get(server, study)
+    try:
+        store = next_command(sock)
+        assert store[commands.COMMAND_FIELD] == commands.C_STORE_RQ
+        cancel = commands.encode({commands.COMMAND_FIELD: commands.C_CANCEL_RQ, commands.RESPONDING_TO: 5,
+                                  commands.DATA_SET_TYPE: commands.NO_DATA_SET})
+        answer = commands.encode({commands.AFFECTED_SOP_CLASS: CTImageStorage,
+                                  commands.COMMAND_FIELD: commands.C_STORE_RQ | commands.RESPONSE,
+                                  commands.RESPONDING_TO: store[commands.MESSAGE_ID],
+                                  commands.DATA_SET_TYPE: commands.NO_DATA_SET, commands.STATUS: 0x0000,
+                                  commands.AFFECTED_SOP_INSTANCE: store[commands.AFFECTED_SOP_INSTANCE]})
+        sock.sendall(pdu.p_data(1, pdu.COMMAND | pdu.LAST_FRAGMENT, cancel)
+                     + pdu.p_data(3, pdu.COMMAND | pdu.LAST_FRAGMENT, answer))
+        responses = []
+        while not responses or responses[-1][commands.STATUS] == 0xFF00:
+            responses.append(next_command(sock))
+            assert responses[-1][commands.COMMAND_FIELD] != commands.C_STORE_RQ, "a C-STORE sent after the cancel"
+        assert responses[-1][commands.STATUS] == 0xFE00, responses
+        assert responses[-1][commands.COMPLETED] == 1
+    finally:
+        sock.close()
+    assert_still_serving(server)
+
+
 def test_a_peer_aborting_during_a_c_get_ends_only_its_association(server):
     """The requestor aborts instead of answering the first C-STORE sub-operation: the archive drops that
     association quietly (no error traceback, no answer sent into the void) and serves the next one."""
     ds = make_dataset(patient_id="GET-ABORT")
-    sock = established(server, [(1, CTImageStorage, [ExplicitVRLittleEndian])])
-    store_on_context(sock, 1, str(ds.SOPClassUID), ds)
-    sock.close()
-    get_model = "1.2.840.10008.5.1.4.1.2.2.3"
-    sock = established(server, [(1, get_model, [ExplicitVRLittleEndian]), (3, CTImageStorage, [ExplicitVRLittleEndian])],
-                        scp_roles=(CTImageStorage,))
+    with raw_peer(server, [(1, CTImageStorage, [ExplicitVRLittleEndian])]) as sock:
+        store_on_context(sock, 1, str(ds.SOPClassUID), ds)
+    sock = start_c_get(server, ds.StudyInstanceUID)
     try:
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = ds.StudyInstanceUID
-        buffer = DicomBytesIO()
-        buffer.is_little_endian, buffer.is_implicit_VR = True, False
-        write_dataset(buffer, identifier)
-        command = commands.encode({commands.AFFECTED_SOP_CLASS: get_model, commands.COMMAND_FIELD: commands.C_GET_RQ,
-                                   commands.MESSAGE_ID: 5, commands.PRIORITY: 0,
-                                   commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT})
-        sock.sendall(pdu.p_data(1, pdu.COMMAND | pdu.LAST_FRAGMENT, command)
-                     + pdu.p_data(1, pdu.LAST_FRAGMENT, buffer.getvalue()))
-        kind, body = read_pdu(sock)
-        assert kind == pdu.P_DATA_TF
-        (context_id, _, fragment), *_ = list(pdu.pdvs(body))
-        assert context_id == 3 and commands.decode(bytes(fragment))[commands.COMMAND_FIELD] == commands.C_STORE_RQ
+        assert next_command(sock)[commands.COMMAND_FIELD] == commands.C_STORE_RQ
         sock.sendall(pdu.abort())
     finally:
         sock.close()

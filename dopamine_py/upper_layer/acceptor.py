@@ -17,7 +17,7 @@ import select
 import socket
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol
 
@@ -92,7 +92,8 @@ class Association:
         self.release_requested = False
         self.outcomes: collections.Counter[str] = collections.Counter()  # what the services did, for the log
         self.sent_requests = 0  # C-STORE requests we sent on it (C-GET sub-operations), for their message IDs
-        self._waiting: list[Message] = []  # messages read while looking for a C-CANCEL
+        self._waiting: list[Message] = []  # messages read during an operation, handled after it
+        self._cancelled: set[int] = set()  # message IDs a C-CANCEL asked to stop, during the current operation
 
     # ---------------------------------------------------------------------------------- negotiation
 
@@ -149,11 +150,29 @@ class Association:
     # ------------------------------------------------------------------------------------- receiving
 
     def receive(self) -> Message | None:
-        """The next DIMSE message, or None once the peer asked to release the association."""
+        """The next DIMSE message to handle, or None once the peer asked to release the association."""
         if self._waiting:
             return self._waiting.pop(0)
+        return self.read_message()
+
+    def read_message(self) -> Message | None:
+        """The next message off the socket (None after a release request). A C-CANCEL is also noted, so
+        that ``cancel_requested`` sees it whoever read it."""
         if self.release_requested:
             return None
+        message = self._read()
+        if message is not None and message.field == commands.C_CANCEL_RQ:
+            self._cancelled.add(message.command.get(commands.RESPONDING_TO))
+        return message
+
+    def keep_for_later(self, message: Message) -> None:
+        """A message read during an operation that is not part of it: handled once the operation ends."""
+        self._waiting.append(message)
+
+    def operation_ended(self) -> None:
+        self._cancelled.clear()  # message IDs may be used again; a cancel never outlives its operation
+
+    def _read(self) -> Message | None:
         command = bytearray()
         message: Message | None = None
         incoming: _Incoming | None = None
@@ -197,19 +216,14 @@ class Association:
     def cancel_requested(self, message_id: int) -> bool:
         """Whether the peer sent a C-CANCEL for this operation. Reads only what has already arrived;
         other messages are kept for later, a release request is answered after the operation."""
-        while not self.release_requested:
+        while message_id not in self._cancelled and not self.release_requested:
             readable, _, _ = select.select([self.sock], [], [], 0)
             if not readable:
-                return False
-            message = self.receive()
-            if message is None:
-                return False
-            if message.field == commands.C_CANCEL_RQ:
-                if message.command.get(commands.RESPONDING_TO) == message_id:
-                    return True
-                continue  # a cancel for an operation that already ended
-            self._waiting.append(message)
-        return False
+                break
+            message = self.read_message()
+            if message is not None and message.field != commands.C_CANCEL_RQ:
+                self.keep_for_later(message)
+        return message_id in self._cancelled
 
     # --------------------------------------------------------------------------------------- sending
 
@@ -378,6 +392,7 @@ class AcceptorServer:
                 if message is None:
                     break
                 self.services.handle(association, message)
+                association.operation_ended()
             association.sock.sendall(pdu.release_rp())
             log.info("association from %s (%s:%d) released%s", association.calling_aet, association.peer_host,
                      association.peer_port, _summary(association.outcomes))
