@@ -8,6 +8,8 @@ from typing import BinaryIO
 from pydicom.dataset import FileMetaDataset
 
 PREAMBLE = b"\0" * 128 + b"DICM"
+# Explicit VRs whose elements have a 4-byte length (after 2 reserved bytes), PS3.5 7.1.2
+LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
 
 def _element(element: int, vr: bytes, value: bytes) -> bytes:
@@ -43,7 +45,7 @@ def skip_file_meta(stream: BinaryIO) -> None:
             stream.seek(start)
             return
         vr = head[4:6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+        if vr in LONG_LENGTH_VRS:
             length = struct.unpack("<I", stream.read(4))[0]
         else:
             length = struct.unpack_from("<H", head, 6)[0]
@@ -57,7 +59,7 @@ def file_meta(header: bytes) -> FileMetaDataset:
     offset = len(PREAMBLE)
     while offset < len(header):
         element, vr = struct.unpack_from("<2xH2s", header, offset)
-        if vr == b"OB":
+        if vr in LONG_LENGTH_VRS:
             length = struct.unpack_from("<I", header, offset + 8)[0]
             offset += 12
         else:

@@ -9,8 +9,8 @@ records each instance the moment the archive acknowledges it, for the crash test
 from __future__ import annotations
 
 import argparse
+import io
 import os
-import struct
 import sys
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from dopamine_py import part10
+
 # How to make storescu propose a file's own transfer syntax (it would otherwise convert the file), and
 # getscu accept it: the option for each transfer syntax.
 STORESCU_PROPOSE = {
@@ -51,24 +53,15 @@ GETSCU_PREFER = {ts: "+" + option[1:] for ts, option in STORESCU_PROPOSE.items()
 GETSCU_PREFER[DeflatedExplicitVRLittleEndian] = "+xd"
 
 # Explicit VR lengths of 4 bytes (PS3.5 7.1.2); every other VR has a 2-byte length.
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-
-
 def dataset_bytes(data: bytes) -> bytes:
     """The bytes of a Part 10 file after its File Meta Information: what DIMSE carries.
 
-    Walks the meta elements rather than trusting the group length, which some writers get wrong.
+    Walks the meta elements (``part10.skip_file_meta``) rather than trusting the group length, which some
+    writers get wrong.
     """
-    if data[128:132] != b"DICM":
-        raise ValueError("not a DICOM Part 10 file (no DICM prefix)")
-    pos = 132
-    while pos + 8 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_LENGTH_VRS:
-            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
-        else:
-            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
-    return data[pos:]
+    stream = io.BytesIO(data)
+    part10.skip_file_meta(stream)
+    return stream.read()
 
 
 def transfer_syntax_of(path: Path) -> str:

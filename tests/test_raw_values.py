@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from dopamine_py import raw_values
+from dopamine_py import part10, raw_values
 from dopamine_py.document import DocumentOptions, to_document
 
 SAMPLE_FOLDERS = (Path(pydicom.__file__).parent / "data", Path(data_store.__file__).parent / "data")
@@ -75,13 +75,9 @@ def explicit_element(group: int, element: int, vr: str, value: bytes) -> bytes:
     return struct.pack("<HH2sH", group, element, vr.encode(), len(value)) + value
 
 
-def part10(elements: bytes) -> bytes:
-    meta_body = (explicit_element(0x0002, 0x0001, "OB", b"\0\1")
-                 + explicit_element(0x0002, 0x0002, "UI", b"1.2.840.10008.5.1.4.1.1.7")
-                 + explicit_element(0x0002, 0x0003, "UI", b"1.2.3.4")
-                 + explicit_element(0x0002, 0x0010, "UI", b"1.2.840.10008.1.2.1"))
-    meta = explicit_element(0x0002, 0x0000, "UL", struct.pack("<I", len(meta_body))) + meta_body
-    return b"\0" * 128 + b"DICM" + meta + elements
+def as_part10(elements: bytes) -> bytes:
+    return part10.file_header("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.840.10008.1.2.1",
+                              implementation_class_uid="1.2.3.4", implementation_version="TEST") + elements
 
 
 # A public tag of each VR (the dictionary VR does not matter for explicit VR, the sender's does).
@@ -132,7 +128,7 @@ def test_generated_values_give_the_same_document(elements):
             continue
         seen.add(vr)
         encoded += explicit_element(*TAG_OF_VR[vr], vr, value)
-    data = part10(encoded)
+    data = as_part10(encoded)
     options = DocumentOptions(bulk_data_threshold=1 << 20)
     try:
         with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
 from dopamine_py.upper_layer import commands, pdu
+from tests.dimse_client import dataset_bytes
 from tests.factory import encode, make_dataset
 from tests.support import require_tool, run, start_server
 
@@ -134,9 +135,7 @@ def test_rejected_contexts_say_why(server):
 def test_a_data_set_in_tiny_fragments_is_stored_whole(server):
     """A C-STORE whose command and data set come in 100-byte PDVs, several per PDU."""
     ds = make_dataset()
-    data = encode(ds)
-    dataset = data[data.index(b"DICM") + 4:]
-    dataset = dataset[12 + struct.unpack_from("<I", dataset, 8)[0]:]  # skip the group 0002 elements
+    dataset = dataset_bytes(encode(ds))
     sock = established(server, [(1, str(ds.SOPClassUID), [ExplicitVRLittleEndian])])
     try:
         command = commands.encode({
@@ -171,9 +170,7 @@ def test_a_data_set_in_tiny_fragments_is_stored_whole(server):
 
 
 def store_on_context(sock, context_id: int, sop_class: str, ds) -> dict:
-    data = encode(ds)
-    dataset = data[data.index(b"DICM") + 4:]
-    dataset = dataset[12 + struct.unpack_from("<I", dataset, 8)[0]:]
+    dataset = dataset_bytes(encode(ds))
     command = commands.encode({
         commands.AFFECTED_SOP_CLASS: sop_class, commands.COMMAND_FIELD: commands.C_STORE_RQ,
         commands.MESSAGE_ID: 9, commands.PRIORITY: 0, commands.DATA_SET_TYPE: commands.DATA_SET_PRESENT,
