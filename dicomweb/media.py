@@ -101,6 +101,18 @@ def accept_of(request) -> list[MediaRange]:
     return parse_accept(request.headers.get("accept"))
 
 
+def wants_multipart_xml(accepted: list[MediaRange], resource: str) -> bool:
+    """For resources answered in DICOM JSON or, when asked, multipart/related DICOM XML (QIDO-RS results,
+    WADO-RS metadata): whether the client prefers the XML form; 406 when it accepts neither."""
+    for wanted in accepted:
+        if wanted.type == "multipart/related" and wanted.related_type == "application/dicom+xml":
+            return True
+        if wanted.covers("application/dicom+json") or wanted.covers("application/json"):
+            return False
+    raise NotAcceptable(f'{resource} available as application/dicom+json or multipart/related; '
+                        'type="application/dicom+xml"')
+
+
 def choose(accepted: list[MediaRange], offers: list[str]) -> str:
     """The first offer (single-part media types) the client accepts, in the client's order of preference."""
     for wanted in accepted:

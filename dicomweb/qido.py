@@ -17,9 +17,9 @@ from dopamine_py.document import UnknownAttribute, parse_tag, tag_key, vr_for_ta
 from dopamine_py.matching import MatchOptions, Query, QueryError, SequenceMatch, Single, parse_pairs
 from dopamine_py.storage.base import Found, Level
 
-from .errors import BadRequest, NotAcceptable
+from .errors import BadRequest
 from .json_model import dumps, to_wire
-from .media import accept_of
+from .media import accept_of, wants_multipart_xml
 from .multipart import MultipartWriter
 from .resources import STUDY, SERIES, base_url, check_uid, instance_url, series_url, study_url
 from .xml_model import to_xml
@@ -154,7 +154,7 @@ class Search:
 
 
 def search(archive, settings, request: Request, level: Level) -> Response:
-    wants_xml = _wants_xml(request)
+    wants_xml = wants_multipart_xml(accept_of(request), "search results are")
     job = Search(request, level, settings)
     effective = job.max_results if job.limit is None else min(job.limit, job.max_results)
     try:
@@ -174,16 +174,6 @@ def search(archive, settings, request: Request, level: Level) -> Response:
         body = b"".join(b"".join(writer.part("application/dicom+xml", [to_xml(a)])) for a in answers) + writer.close()
         return Response(body, media_type=None, headers={**headers, "Content-Type": writer.content_type})
     return Response(dumps(answers), headers={**headers, "Content-Type": "application/dicom+json"})
-
-
-def _wants_xml(request: Request) -> bool:
-    for wanted in accept_of(request):
-        if wanted.type == "multipart/related" and wanted.related_type == "application/dicom+xml":
-            return True
-        if wanted.covers("application/dicom+json") or wanted.covers("application/json"):
-            return False
-    raise NotAcceptable("search results are available as application/dicom+json or "
-                        'multipart/related; type="application/dicom+xml"')
 
 
 def _tag(key: str) -> int:

@@ -18,7 +18,7 @@ from dopamine_py.storage.base import StoredInstance
 
 from .errors import BadRequest, NotAcceptable, NotFound
 from .json_model import dumps, to_wire
-from .media import MediaRange, accept_of, choose
+from .media import MediaRange, accept_of, choose, wants_multipart_xml
 from .metadata_text import wire_text
 from .multipart import MultipartWriter
 from .pixels import PIXEL_DATA, FrameSource, PixelError, can_decode, can_transcode, transcode
@@ -151,7 +151,7 @@ def _metadata_of(base: str, inst: StoredInstance, doc: dict[str, Any]) -> dict[s
 
 def retrieve_metadata(archive, request: Request) -> Response:
     target = Target.from_path(request.path_params)
-    as_xml = _metadata_as_xml(accept_of(request))
+    as_xml = wants_multipart_xml(accept_of(request), "metadata is")
     instances = target.instances(archive)
     if as_xml:
         writer = MultipartWriter("application/dicom+xml")
@@ -170,16 +170,6 @@ def retrieve_metadata(archive, request: Request) -> Response:
         yield b"]"
 
     return StreamingResponse(coalesce(json_body(), METADATA_CHUNK), headers={"Content-Type": "application/dicom+json"})
-
-
-def _metadata_as_xml(accepted: list[MediaRange]) -> bool:
-    for r in accepted:
-        if r.type == "multipart/related" and r.related_type == "application/dicom+xml":
-            return True
-        if r.covers("application/dicom+json") or r.covers("application/json"):
-            return False
-    raise NotAcceptable('metadata is available as application/dicom+json or multipart/related; '
-                        'type="application/dicom+xml"')
 
 
 # -------------------------------------------------------------------------------------- frames, bulk data
