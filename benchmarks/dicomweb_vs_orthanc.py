@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -40,8 +39,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from corpus import CorpusSpec, write_corpus  # noqa: E402
-from ingest_dimse import BenchmarkError, _load, _tail, _terminate, machine, run_in_work_dir  # noqa: E402
-from orthanc import die_with_parent, free_port, orthanc_version, start_orthanc  # noqa: E402
+from ingest_dimse import BenchmarkError, _load, _tail, _terminate, machine, run_in_work_dir, serve_dopamine  # noqa: E402
+from orthanc import free_port, orthanc_version, start_orthanc  # noqa: E402
 
 WARMUP_SEED = 2
 BIG_SERIES_SEED = 3
@@ -73,18 +72,8 @@ def start_dopamine_web(work_dir: Path, source: Path = REPO, timeout: float = 60)
     config.write_text("[auth]\nenforce = false\n")
     http_port = free_port()
     log_path = work_dir / "serve.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dopamine_py.cli", "serve", "--config", str(config),
-             "--data-dir", str(work_dir / "data"), "--host", "127.0.0.1",
-             "--dimse-port", str(free_port()), "--http-port", str(http_port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=source, preexec_fn=die_with_parent)
-    deadline = time.monotonic() + timeout
-    while "Dopamine-py ready" not in log_path.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            _terminate(process)
-            raise BenchmarkError(f"dopamine serve did not start:\n{_tail(log_path)}")
-        time.sleep(0.1)
+    process = serve_dopamine(["--config", str(config), "--data-dir", str(work_dir / "data"),
+                              "--dimse-port", str(free_port()), "--http-port", str(http_port)], log_path, source, timeout)
     return Archive("Dopamine", f"http://127.0.0.1:{http_port}/dicom-web", process.pid,
                    stop=lambda: _terminate(process), log=lambda: _tail(log_path))
 

@@ -145,6 +145,21 @@ def start_sink(work_dir: Path) -> Running:
                    pid=process.pid, log=lambda: _tail(work_dir / "storescp.log"))
 
 
+def serve_dopamine(args: list[str], log_path: Path, source: Path, timeout: float) -> subprocess.Popen:
+    """`dopamine serve ARGS` on 127.0.0.1, run from ``source`` (its code first on sys.path), once it says
+    it is ready; it dies with this script."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dopamine_py.cli", "serve", "--host", "127.0.0.1", *args],
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=source, preexec_fn=die_with_parent)
+    deadline = time.monotonic() + timeout
+    while "Dopamine-py ready" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _terminate(process)
+            raise BenchmarkError(f"dopamine serve did not start:\n{_tail(log_path)}")
+        time.sleep(0.1)
+    return process
+
+
 def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60, ruleset: Path | None = None) -> Running:
     """`dopamine serve` with the embedded store in ``work_dir``, on free ports of 127.0.0.1; with
     ``ruleset`` active for every input (keyed actions get a throwaway key)."""
@@ -166,17 +181,8 @@ def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60, r
                             f"aet:{SCU_AET}@127.0.0.1", "Store"], capture_output=True, text=True, cwd=REPO)
     if grant.returncode != 0:
         raise BenchmarkError(f"cannot allow {SCU_AET} to store: {grant.stdout}{grant.stderr}")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dopamine_py.cli", "serve", "--config", str(config), "--data-dir", str(data_dir),
-             "--aet", aet, "--host", "127.0.0.1", "--dimse-port", str(dimse_port), "--http-port", str(http_port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=die_with_parent)
-    deadline = time.monotonic() + timeout
-    while "Dopamine-py ready" not in log_path.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            _terminate(process)
-            raise BenchmarkError(f"dopamine serve did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
+    process = serve_dopamine(["--config", str(config), "--data-dir", str(data_dir), "--aet", aet,
+                              "--dimse-port", str(dimse_port), "--http-port", str(http_port)], log_path, REPO, timeout)
 
     def count() -> int:
         # Counted through the archive API once the server is stopped (SQLite then has one writer only).
@@ -234,6 +240,20 @@ def _wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: flo
 
 
 # ---------------------------------------------------------------------------------------------- runs
+
+
+def alternating_runs(archives: dict[str, Callable[[Path], Running]], runs: int, root: Path, sender: Sender,
+                     warmup: list[Path], corpus: list[Path]) -> dict[str, list[float]]:
+    """Each archive measured ``runs`` times, alternating the order (A B, B A, ...) so that a change of
+    machine load weighs on both; instances/s per archive, printed as they come."""
+    rates: dict[str, list[float]] = {name: [] for name in archives}
+    width = max(map(len, archives))
+    for run in range(runs):
+        for name in list(archives) if run % 2 == 0 else list(reversed(archives)):
+            rate = measure(archives[name], root / f"{name.lower().replace(' ', '-')}-{run}", sender, warmup, corpus)
+            rates[name].append(rate)
+            print(f"run {run + 1} {name:<{width}} {rate:8.1f} instances/s")
+    return rates
 
 
 def measure(start: Callable[[Path], Running], work_dir: Path, sender: Sender,
@@ -353,13 +373,7 @@ def _benchmark(args: argparse.Namespace, root: Path) -> int:
             continue
         print(f"sender {s.name:<10} into a discarding sink (storescp --ignore): {ceilings[s.name]:8.0f} instances/s")
 
-    rates: dict[str, list[float]] = {name: [] for name in ARCHIVES}
-    for run in range(args.runs):
-        order = list(ARCHIVES) if run % 2 == 0 else list(reversed(ARCHIVES))
-        for name in order:
-            rate = measure(ARCHIVES[name], root / f"{name.lower()}-{run}", sender, warmup, corpus)
-            rates[name].append(rate)
-            print(f"run {run + 1} {name:<9} {rate:8.1f} instances/s")
+    rates = alternating_runs(ARCHIVES, args.runs, root, sender, warmup, corpus)
 
     medians = {name: statistics.median(r) for name, r in rates.items()}
     mb_per_instance = size / len(corpus) / 1e6

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from corpus import CorpusSpec, write_corpus
-from ingest_dimse import REPO, SENDERS, WARMUP_SEED, machine, measure, run_in_work_dir, start_dopamine
+from ingest_dimse import REPO, SENDERS, WARMUP_SEED, alternating_runs, machine, run_in_work_dir, start_dopamine
 
 BASIC_PROFILE = Path(__file__).resolve().parents[1] / "rules" / "basic-profile.xml"
 VARIANTS = ("no rules", "basic profile")
@@ -44,13 +44,7 @@ def _compare(root: Path, args: argparse.Namespace) -> int:
     sender = SENDERS["storescu"]()
     variants = {"no rules": start_dopamine,
                 "basic profile": functools.partial(start_dopamine, ruleset=BASIC_PROFILE)}
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    for run in range(args.runs):
-        order = list(variants) if run % 2 == 0 else list(reversed(variants))
-        for name in order:
-            rate = measure(variants[name], root / f"{name.replace(' ', '-')}-{run}", sender, warmup, corpus)
-            rates[name].append(rate)
-            print(f"run {run + 1} {name:<14} {rate:8.1f} instances/s")
+    rates = alternating_runs(variants, args.runs, root, sender, warmup, corpus)
     medians = {name: statistics.median(r) for name, r in rates.items()}
     print(f"\n{'variant':<14} {'median inst/s':>13}")
     for name, value in medians.items():
