@@ -126,6 +126,8 @@ class DimseServer:
         # bytes as they are; without it, it decodes and re-encodes them (not byte for byte).
         _config.STORE_SEND_CHUNKED_DATASET = True
         self._server: AcceptorServer | None = None
+        self._handlers = {cmd.C_ECHO_RQ: self.on_echo, cmd.C_STORE_RQ: self.on_store, cmd.C_FIND_RQ: self.on_find,
+                          cmd.C_GET_RQ: self.on_get, cmd.C_MOVE_RQ: self.on_move}
 
     def start(self) -> None:
         self._server = AcceptorServer(self.address, self.settings, self)
@@ -156,13 +158,7 @@ class DimseServer:
         return accepted, response
 
     def handle(self, association: Association, message: Message) -> None:
-        handler = {
-            cmd.C_ECHO_RQ: self.on_echo,
-            cmd.C_STORE_RQ: self.on_store,
-            cmd.C_FIND_RQ: self.on_find,
-            cmd.C_GET_RQ: self.on_get,
-            cmd.C_MOVE_RQ: self.on_move,
-        }.get(message.field)
+        handler = self._handlers.get(message.field)
         if message.field == cmd.C_CANCEL_RQ:
             return  # for an operation that already ended
         if handler is None:
@@ -174,7 +170,6 @@ class DimseServer:
             raise  # the connection or the peer: the acceptor ends (or aborts) the association
         except Exception as exc:  # a bug must cost one operation, not the association without an answer
             log.exception("%#06x from %s failed", message.field, association.calling_aet)
-            self._discard(message)
             self._answer(association, message, UNABLE_TO_PROCESS, f"internal error: {type(exc).__name__}")
 
     # ----------------------------------------------------------------------------------- access control
@@ -213,13 +208,11 @@ class DimseServer:
             return
         context = association.contexts[message.context_id]
         if context.abstract_syntax != sop_class:
-            self._discard(message)
             self._answer(association, message, SOP_CLASS_NOT_SUPPORTED,
                          f"{sop_class} sent on the presentation context of {context.abstract_syntax}")
             return
         decision = self._decide(association, Service.STORE)
         if not decision.allowed:
-            self._discard(message)
             self._answer(association, message, NOT_AUTHORIZED, "not authorized to store")
             return
         source = self._source(association, decision.identity)
@@ -227,7 +220,6 @@ class DimseServer:
         if message.path is not None:
             result = self.archive.store_file(message.path, source, take_ownership=True, expected_sop_class=sop_class,
                                              expected_sop_instance=sop_instance, permits=permits)
-            self._discard(message)  # still there when it was not stored, or copied
         else:
             header = _file_header(sop_class, sop_instance, context.transfer_syntax, association.calling_aet)
             result = self.archive.store_received(header, message.data or b"", context.transfer_syntax, source,
@@ -422,12 +414,6 @@ class DimseServer:
         if comment:
             fields[cmd.ERROR_COMMENT] = comment[:64]
         association.send(message.context_id, cmd.response(message.command, status, extra=fields))
-
-    @staticmethod
-    def _discard(message: Message) -> None:
-        if message.path is not None:
-            with contextlib.suppress(OSError):
-                message.path.unlink()
 
     def _identifier(self, association: Association, message: Message) -> Dataset:
         if message.data is None:

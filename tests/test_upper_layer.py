@@ -183,9 +183,11 @@ def store_on_context(sock, context_id: int, sop_class: str, ds) -> dict:
     return commands.decode(bytes(fragment))
 
 
-def test_a_store_on_the_context_of_another_sop_class_is_refused(server):
-    """A CT instance sent on the MR context: 0122H (SOP class not supported), nothing stored."""
-    ds = make_dataset(modality="CT")
+@pytest.mark.parametrize("side", [8, 1600], ids=["in-memory", "spilled-to-disk"])
+def test_a_store_on_the_context_of_another_sop_class_is_refused(server, side):
+    """A CT instance sent on the MR context: 0122H (SOP class not supported), nothing stored, and nothing
+    left of it in the incoming folder (5 MB of pixels go through a file there)."""
+    ds = make_dataset(modality="CT", rows=side, columns=side)
     sock = established(server, [(1, MRImageStorage, [ExplicitVRLittleEndian])])
     try:
         response = store_on_context(sock, 1, str(ds.SOPClassUID), ds)
@@ -196,6 +198,7 @@ def test_a_store_on_the_context_of_another_sop_class_is_refused(server):
     found = run([require_tool("findscu"), "-S", "-aec", server.aet, "-k", "QueryRetrieveLevel=IMAGE",
                  "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", server.host, str(server.dimse_port)])
     assert "Pending" not in found.stderr, found.stderr
+    assert not list((server.data_dir / "incoming").iterdir())
 
 
 def test_peer_vanishing_mid_data_set_loses_nothing_else(server):

@@ -169,8 +169,11 @@ class Association:
         """A message read during an operation that is not part of it: handled once the operation ends."""
         self._waiting.append(message)
 
-    def operation_ended(self) -> None:
+    def operation_ended(self, message: Message) -> None:
         self._cancelled.clear()  # message IDs may be used again; a cancel never outlives its operation
+        if message.path is not None:  # the spilled data set, unless the services moved it into the store
+            with contextlib.suppress(OSError):
+                message.path.unlink(missing_ok=True)
 
     def _read(self) -> Message | None:
         command = bytearray()
@@ -391,8 +394,10 @@ class AcceptorServer:
                 message = association.receive()
                 if message is None:
                     break
-                self.services.handle(association, message)
-                association.operation_ended()
+                try:
+                    self.services.handle(association, message)
+                finally:
+                    association.operation_ended(message)
             association.sock.sendall(pdu.release_rp())
             log.info("association from %s (%s:%d) released%s", association.calling_aet, association.peer_host,
                      association.peer_port, _summary(association.outcomes))
