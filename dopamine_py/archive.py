@@ -52,7 +52,6 @@ CANNOT_UNDERSTAND = 0xC000
 # Files up to this size are read once into memory; larger ones are parsed in place and streamed.
 IN_MEMORY_LIMIT = 16 * 1024 * 1024
 
-RECEIVED_UIDS = (0x00080016, 0x00080018, 0x0020000D, 0x0020000E)
 REQUIRED_UIDS = {
     "SOPClassUID": 0x00080016,
     "SOPInstanceUID": 0x00080018,
@@ -96,7 +95,7 @@ class StoreResult:
     reason: str | None = None
     dimse_status: int = SUCCESS
     outcome: PutOutcome | None = None
-    # SOP Class, SOP Instance, Study and Series Instance UIDs of the data set as received (before routing)
+    # The REQUIRED_UIDS (SOP Class, SOP Instance, Study, Series) of the data set as received, before routing
     received: tuple[str, ...] | None = None
 
     @property
@@ -223,7 +222,6 @@ class ArchiveService:
                                 source, name)
         return self._store(ds, Original(data=header + data), source, permits)
 
-
     def sync(self) -> None:
         """Make every instance stored with ``sync=False`` durable (raises OSError when the disk refuses)."""
         self.backend.sync()
@@ -232,15 +230,14 @@ class ArchiveService:
 
     def _store(self, ds: Dataset, original: Original, source: Source, permits: Permits | None = None,
                sync: bool = True) -> StoreResult:
-        received = tuple(uid_of(ds, tag) for tag in RECEIVED_UIDS)  # before any rule changes them
-        result = self._route_and_keep(ds, original, source, permits, sync)
+        received = tuple(uid_of(ds, tag) for tag in REQUIRED_UIDS.values())  # before any rule changes them
+        result = self._route_and_keep(ds, original, source, permits, sync, received_uid=received[1])
         result.received = received
         return result
 
     def _route_and_keep(self, ds: Dataset, original: Original, source: Source, permits: Permits | None,
-                        sync: bool) -> StoreResult:
+                        sync: bool, received_uid: str) -> StoreResult:
         """Route (when routing is configured), then keep: in the archive, or in the quarantine."""
-        received_uid = str(ds.SOPInstanceUID)
         outcome = None
         if self.routing is not None:
             from routing.encoding import encode_routed
