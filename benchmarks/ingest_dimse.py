@@ -42,7 +42,11 @@ from orthanc import die_with_parent, free_port, orthanc_version, start_orthanc  
 
 SCU_AET = "BENCHSCU"
 WARMUP_SEED = 2
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK disables Nagle only when asked (see module doc)
+# DCMTK disables Nagle only when asked (see module doc). Its tools are looked up on a PATH without this
+# Python environment's scripts: pynetdicom installs a storescu and a storescp with options of their own.
+OWN_SCRIPTS = Path(sys.prefix, "bin").resolve()
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1",
+             "PATH": os.pathsep.join(d for d in os.get_exec_path() if d and Path(d).resolve() != OWN_SCRIPTS)}
 
 
 class BenchmarkError(RuntimeError):
@@ -296,7 +300,7 @@ def _tool_versions() -> str:
     import pydicom
     import pynetdicom
 
-    storescu = subprocess.run(["storescu", "--version"], capture_output=True, text=True).stdout.split()
+    storescu = subprocess.run(["storescu", "--version"], capture_output=True, text=True, env=DCMTK_ENV).stdout.split()
     dcmtk = storescu[2].lstrip("v") if len(storescu) > 2 else "?"
     return (f"Orthanc {orthanc_version()}, DCMTK {dcmtk}, pydicom {pydicom.__version__}, "
             f"pynetdicom {pynetdicom.__version__}")
@@ -315,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.instances < 1 or args.runs < 1 or args.warmup < 1:
         parser.error("--instances, --runs and --warmup must be at least 1")
     for tool in ("storescu", "storescp"):
-        if shutil.which(tool) is None:
+        if shutil.which(tool, path=DCMTK_ENV["PATH"]) is None:
             print(f"{tool} is missing: apt-get install dcmtk", file=sys.stderr)
             return 2
 

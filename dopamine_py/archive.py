@@ -257,9 +257,9 @@ class ArchiveService:
                     return self._refused(received_uid, f"rejected by rule: {outcome.reason or 'no reason given'}",
                                          REFUSED, source)
                 if outcome.modified:
-                    ds = outcome.dataset
+                    received, ds = ds, outcome.dataset
                     try:
-                        original = Original(data=encode_routed(ds))
+                        original = Original(data=encode_routed(ds, received))
                     except Exception as exc:  # pydicom raises several types for data sets it cannot encode
                         return self._failed(received_uid, f"cannot encode the routed data set: {exc}",
                                             CANNOT_UNDERSTAND, source)

@@ -12,7 +12,9 @@ from datetime import date, timedelta
 from typing import Union
 
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID_dictionary
 
 from . import keyed
@@ -308,7 +310,14 @@ def replace_all_uids(ds: Dataset, key: bytes) -> None:
 def sync_media_storage_uid(ds: Dataset) -> None:
     """Keep the File Meta Information's copy of the SOP Instance UID equal to the data set's."""
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and 0x00020003 in meta and 0x00080018 in ds:  # by tag: keywords cost a lookup
+    if meta is None or 0x00020003 not in meta or 0x00080018 not in ds:  # by tag: keywords cost a lookup
+        return
+    uid = element_store(ds)[0x00080018]
+    if type(uid) is RawDataElement and uid.value is not None:
+        # The same bytes in any encoding; the File Meta Information's is explicit VR little endian.
+        element_store(meta)[0x00020003] = uid._replace(tag=BaseTag(0x00020003), VR="UI", is_implicit_VR=False,
+                                                       is_little_endian=True)
+    else:
         meta[0x00020003].value = ds[0x00080018].value
 
 

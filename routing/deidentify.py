@@ -29,11 +29,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from pydicom.dataelem import DataElement
+
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import UID_dictionary
 
-from . import keyed
+from . import encoded, keyed
 from .actions import (
     Action,
     LONGITUDINAL_TEMPORAL,
@@ -44,7 +46,7 @@ from .actions import (
     sync_media_storage_uid,
 )
 from .context import Context
-from .copying import decoded_vr, element_store, vr_of
+from .copying import cheap_copy, decoded_vr, element_store, vr_of
 from .errors import ActionFailed
 from .paths import describe
 from .schema import RULES_DIR
@@ -91,6 +93,7 @@ DUMMIES = {
 BINARY_DUMMY = b"\x00\x00"
 FREE_TEXT = frozenset({0x0040A160, 0x00700006})  # Text Value, Unformatted Text Value
 PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
+PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, DEIDENTIFICATION_METHOD_CODES = 0x00120062, 0x00120063, 0x00120064
 CURVE_GROUPS = range(0x5000, 0x5100)
 OVERLAY_GROUPS = range(0x6000, 0x6100)
 
@@ -240,12 +243,30 @@ class _Run:
             vr = decoded_vr(tag, raw)
             if code in ("Z", "D") and vr not in (None, "SQ", "UI") and not (tag >> 16) % 2:
                 # A new element: the old value need not be decoded to be replaced.
-                element_store(ds)[tag] = DataElement(tag, vr, None if code == "Z" else self.dummy_value(tag, vr, top))
+                value = None if code == "Z" else self.dummy_value(tag, vr, top)
+                element_store(ds)[tag] = (encoded.raw_replacement(tag, vr, value, encoded.encoding_of(ds, raw))
+                                          or DataElement(tag, vr, value))
+                continue
+            if vr == "UI" and type(raw) is RawDataElement and raw.value is not None and code in ("U", "U*", "D", "C"):
+                self.map_encoded_uids(ds, raw, code)
                 continue
             try:
                 self.treat(ds, ds[tag], code, top, free_text)
             except ActionFailed as exc:
                 raise ActionFailed(f"{describe(tag)}: {exc}") from None
+
+    def map_encoded_uids(self, ds: Dataset, raw: RawDataElement, code: str) -> None:
+        """U, D and C of a UID element still encoded: what ``treat`` does to it, without decoding it."""
+        uids = encoded.uid_texts(raw)
+        if uids == [""]:  # no value: D gives a dummy UID (as ``dummy``), U and C leave it
+            if code == "D":
+                element_store(ds)[raw.tag] = encoded.uid_element(
+                    raw.tag, [keyed.replacement_uid(self.key, f"dummy:{raw.tag:08X}")], encoded.encoding_of(ds, raw))
+            return
+        mapped = [uid if not uid or uid.rstrip("\0") in UID_dictionary else keyed.replacement_uid(self.key, uid)
+                  for uid in uids]
+        if mapped != uids:
+            element_store(ds)[raw.tag] = encoded.uid_element(raw.tag, mapped, encoded.encoding_of(ds, raw))
 
     def items(self, element, free_text: str | None) -> None:
         for item in element.value or []:
@@ -316,28 +337,43 @@ class _Run:
     # ---------------------------------------------------------------------------------- record
 
     def record(self, ds: Dataset) -> None:
+        """What was done, per PS3.15 E.1.1: Patient Identity Removed, the method and its codes, and what
+        became of the dates."""
         options = self.action.options
-        edition = load_table().edition
-        set_value(ds, 0x00120062, "YES", "CS")  # Patient Identity Removed
-        methods = [f"PS3.15 {edition} Basic Application Confidentiality Profile"]
-        methods += [METHOD_CODES[o][1] for o in OPTIONS if o in options]
-        ds.add_new(0x00120063, "LO", [m[:64] for m in methods] if len(methods) > 1 else methods[0][:64])
-        items = []
-        for name in ("basic",) + tuple(o for o in OPTIONS if o in options):
-            value, meaning = METHOD_CODES[name]
-            item = Dataset()
-            item.add_new(0x00080100, "SH", value)  # Code Value
-            item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
-            item.add_new(0x00080104, "LO", meaning)  # Code Meaning
-            items.append(item)
-        ds.add_new(0x00120064, "SQ", Sequence(items))
+        text, items = method_record(options)
         if "retainLongitudinalFullDates" in options:
             temporal = "UNMODIFIED"
         elif "retainLongitudinalModifiedDates" in options:
             temporal = "MODIFIED"
         else:
             temporal = "REMOVED"
-        set_value(ds, LONGITUDINAL_TEMPORAL, temporal, "CS")
+        encoding = encoded.encoding_of(ds)
+        codes = Sequence([cheap_copy(item) for item in items])  # items of its own: a later rule may edit them
+        for tag, vr, value in ((PATIENT_IDENTITY_REMOVED, "CS", "YES"), (DEIDENTIFICATION_METHOD, "LO", text),
+                               (DEIDENTIFICATION_METHOD_CODES, "SQ", codes), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
+            element = None if vr == "SQ" else encoded.raw_replacement(tag, vr, value, encoding)
+            if element is not None:
+                element_store(ds)[element.tag] = element  # a BaseTag: the key of a new element
+            elif vr == "SQ":
+                ds.add_new(tag, vr, value)
+            else:
+                set_value(ds, tag, value, vr)
+
+
+@lru_cache(maxsize=64)
+def method_record(options: frozenset[str]) -> tuple[str, tuple[Dataset, ...]]:
+    """De-identification Method (its values joined) and the items of its code sequence, for ``options``."""
+    methods = [f"PS3.15 {load_table().edition} Basic Application Confidentiality Profile"]
+    methods += [METHOD_CODES[o][1] for o in OPTIONS if o in options]
+    items = []
+    for name in ("basic",) + tuple(o for o in OPTIONS if o in options):
+        value, meaning = METHOD_CODES[name]
+        item = Dataset()
+        item.add_new(0x00080100, "SH", value)  # Code Value
+        item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
+        item.add_new(0x00080104, "LO", meaning)  # Code Meaning
+        items.append(item)
+    return "\\".join(m[:64] for m in methods), tuple(items)
 
 
 def _text(ds: Dataset, tag: int) -> str | None:

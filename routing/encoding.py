@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 import io
 import struct
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterator
 
 from pydicom.charset import convert_encodings, default_encoding, encode_string
 from pydicom.dataelem import DataElement, RawDataElement
@@ -61,8 +62,11 @@ def encode_part10(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def encode_routed(ds: Dataset) -> bytes:
-    """The bytes of ``encode_part10(ds)``, faster for a data set read from a file and then edited."""
+def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
+    """The bytes of ``encode_part10(ds)``, faster for a data set read from a file and then edited.
+
+    ``received``: the data set ``ds`` was routed from. The elements of ``ds`` that are still its very
+    elements, as read, are copied from the buffer both were read from, runs of them at a time."""
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     preamble = getattr(ds, "preamble", None)
@@ -84,8 +88,9 @@ def encode_routed(ds: Dataset) -> bytes:
         pixels = ds._dict.get(PIXEL_DATA)
         if pixels is not None and not _undefined_length_as_dcmwrite_sets_it(pixels, syntax.is_compressed):
             ds[PIXEL_DATA].is_undefined_length = syntax.is_compressed  # as dcmwrite does
-        tags = [tag for tag in sorted(ds._dict) if tag & 0xFFFF or tag >> 16 <= 6]  # no retired group lengths
-        _write_elements(out, ds, tags, syntax.is_implicit_VR, syntax.is_little_endian)
+        tags = _tags_to_write(ds)
+        with _shared_with(ds, received) as shared:
+            _write_elements(out, ds, tags, syntax.is_implicit_VR, syntax.is_little_endian, shared=shared)
     except Exception:
         pass  # dcmwrite's own error (it names the element), raised outside this handler
     else:
@@ -125,7 +130,7 @@ def _meta_bytes(ds: Dataset, meta: Dataset) -> bytes:
     if not _meta_complete(ds, meta):
         meta = _completed_meta(ds, meta)
     body = DicomBytesIO()
-    _write_elements(body, meta, [tag for tag in sorted(meta._dict) if tag != META_GROUP_LENGTH], False, True)
+    _write_elements(body, meta, [tag for tag in sorted(meta._dict, key=int) if tag != META_GROUP_LENGTH], False, True)
     return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, body.tell()) + body.getvalue()
 
 
@@ -142,11 +147,19 @@ def _meta_complete(ds: Dataset, meta: Dataset) -> bool:
             return False
     for meta_tag, tag in MEDIA_STORAGE:
         theirs, mine = ds._dict.get(tag), elements[meta_tag]
-        if theirs is None or type(theirs) is type(mine) is RawDataElement and theirs.value == mine.value:
-            continue  # the same bytes decode to the same UID
+        if theirs is None or _uid_text(theirs) is not None and _uid_text(theirs) == _uid_text(mine):
+            continue  # the same text decodes to the same UID
         if ds[tag].value != meta[meta_tag].value:  # decoded as dcmwrite decodes both to compare them
             return False
     return True
+
+
+def _uid_text(element: DataElement | RawDataElement) -> str | None:
+    """A UID element's text as pydicom decodes it, when that is plain (None otherwise)."""
+    value = element.value
+    if type(element) is RawDataElement:
+        return value.decode("latin-1").rstrip(" \x00").strip() if value is not None else None  # as raw_values
+    return value if type(value) in STRING_TYPES else None
 
 
 def _completed_meta(ds: Dataset, meta: Dataset) -> Dataset:
@@ -163,19 +176,60 @@ def _completed_meta(ds: Dataset, meta: Dataset) -> Dataset:
     return new
 
 
+def _tags_to_write(ds: Dataset) -> list[int]:
+    """In order (as ints: BaseTag compares in Python), without the retired group lengths."""
+    return [tag for tag in sorted(ds._dict, key=int) if tag & 0xFFFF or tag >> 16 <= 6]
+
+
+@contextmanager
+def _shared_with(ds: Dataset, received: Dataset | None) -> Iterator[tuple[dict, memoryview] | None]:
+    """The elements of the data set ``ds`` was routed from, and the buffer both were read from; None
+    when the elements of ``ds`` cannot be copied from such a buffer."""
+    buffer = getattr(ds, "buffer", None)
+    if (received is None or type(buffer) is not io.BytesIO or buffer.closed
+            or getattr(received, "buffer", None) is not buffer or received.original_encoding != ds.original_encoding):
+        yield None
+        return
+    with buffer.getbuffer() as view:
+        yield received._dict, view
+
+
 def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: bool, little: bool,
-                    parent_encoding: str | list[str] = default_encoding) -> None:
+                    parent_encoding: str | list[str] = default_encoding,
+                    shared: tuple[dict, memoryview] | None = None) -> None:
     """The elements ``tags`` of ``ds`` as dcmwrite's write_dataset writes them: raw ones copied, plain
     values and sequences of them encoded here, the rest by pydicom's write_data_element. ``ds`` was read
-    in this encoding, or holds no raw element (write_dataset would decode them)."""
+    in this encoding, or holds no raw element (write_dataset would decode them).
+
+    ``shared`` (see _shared_with): the elements still those of the received data set, as read, are
+    copied from its buffer, header included, a run of consecutive ones at a time. Written inline: this
+    loop runs for every element of every routed instance."""
     out.is_implicit_VR, out.is_little_endian = implicit, little
     header = _header_maker(implicit, little)
     charset = ds._dict.get(SPECIFIC_CHARACTER_SET)
     encodings = ds[SPECIFIC_CHARACTER_SET].value if charset is not None else parent_encoding
     codecs = convert_encodings(encodings or [default_encoding])
     elements = ds._dict
+    received, view = shared or ({}, None)
+    run_start = run_end = -1
     for tag in tags:
         element = elements[tag]
+        if received.get(tag) is element and type(element) is RawDataElement:
+            vr, length = element.VR, element.length
+            # Not what dcmwrite rewrites (see _raw_value), nor an element read as implicit VR in an explicit
+            # VR data set (which has no VR of two letters).
+            if (length != UNDEFINED and (element.value is not None or vr in PADDED_BINARY_VRS and not length % 2)
+                    and (implicit or vr is not None and len(vr) == 2)):
+                start = element.value_tell - (12 if not implicit and vr in EXPLICIT_VR_LENGTH_32 else 8)
+                if start != run_end:
+                    if run_start >= 0:
+                        out.write(view[run_start:run_end])
+                    run_start = start
+                run_end = element.value_tell + length
+                continue
+        if run_start >= 0:
+            out.write(view[run_start:run_end])
+            run_start = run_end = -1
         length = None
         if type(element) is RawDataElement:
             value = _raw_value(ds, element, header) if element.length != UNDEFINED else None
@@ -193,6 +247,8 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
                     out.write(_delimiter(SEQUENCE_DELIMITER, little))
                 continue
         write_data_element(out, ds.get_item(tag), encodings)
+    if run_start >= 0:
+        out.write(view[run_start:run_end])
 
 
 def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: bool) -> bytes | None:
@@ -205,7 +261,7 @@ def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: boo
             return None
         out.write(_delimiter(ITEM, little, UNDEFINED))
         start = out.tell()
-        tags = [tag for tag in sorted(item._dict) if tag & 0xFFFF or tag >> 16 <= 6]
+        tags = _tags_to_write(item)
         _write_elements(out, item, tags, implicit, little, codecs)
         if getattr(item, "is_undefined_length_sequence_item", False):
             out.write(_delimiter(ITEM_DELIMITER, little))

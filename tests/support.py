@@ -24,9 +24,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def system_tool(name: str) -> str | None:
+    """The path of an external program, never a script of this Python environment: pynetdicom installs
+    storescu, findscu, getscu, movescu, echoscu and storescp with options of their own, and an activated
+    venv puts them before DCMTK's."""
+    own_scripts = Path(sys.prefix, "bin").resolve()
+    elsewhere = [d for d in os.get_exec_path() if d and Path(d).resolve() != own_scripts]
+    return shutil.which(name, path=os.pathsep.join(elsewhere))
+
+
 def require_tool(name: str) -> str:
     """The path of an external program the test drives; a loud failure (never a skip) when missing."""
-    path = shutil.which(name)
+    path = system_tool(name)
     if path is None:
         pytest.fail(f"{name} is not installed: `make test` installs it as root "
                     f"(Debian packages dcmtk, dicom3tools, slapd); run `make system-test-deps`", pytrace=False)
