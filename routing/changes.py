@@ -11,8 +11,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+
+from dopamine_py import raw_values
 
 from .copying import element_store, is_sequence, vr_of
 from .paths import describe
@@ -77,8 +80,20 @@ def _decoded(entry: tuple[Any, Any, Dataset]) -> tuple[str, Any]:
 def _decoded_raw(tag: int, vr: str | None, value: bytes | None, implicit: bool, little: bool) -> tuple[str, Any]:
     """Remembered: the instances of a series mostly carry the same values, and decoding is most of the
     cost of describing what the rules changed."""
-    element = convert_raw_data_element(RawDataElement(tag, vr, len(value or b""), value, 0, implicit, little))
+    raw = RawDataElement(tag, vr, len(value or b""), value, 0, implicit, little, True, False)
+    if vr in PLAIN_TEXT_VRS:
+        # Without pydicom's element: raw_values reads these as pydicom does (tests/test_raw_values.py),
+        # here in pydicom's default character set, as convert_raw_data_element without a data set does.
+        document = raw_values.element(raw, default_encoding)
+        if document is not None:
+            texts = tuple(text if text != "" else None for text in document.get("Value", ()))
+            return vr, (texts[0] if len(texts) == 1 else texts or None)
+    element = convert_raw_data_element(raw)
     return _vr_and_value(element, element.value)
+
+
+# Their values compare and show as the text pydicom decodes (no PersonName, IS or DS objects).
+PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR", "LO", "SH", "LT", "ST", "UT", "UC"})
 
 
 def _vr_and_value(element: DataElement, value: Any) -> tuple[str, Any]:

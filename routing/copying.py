@@ -8,12 +8,14 @@ item. This reads pydicom's element store (``Dataset._dict``) directly, pydicom 3
 
 from __future__ import annotations
 
-import copy
+from typing import TypeVar
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+
+T = TypeVar("T")
 
 
 def element_store(ds: Dataset) -> dict:
@@ -26,7 +28,7 @@ def is_sequence(element: DataElement | RawDataElement) -> bool:
 
 
 def cheap_copy(ds: Dataset) -> Dataset:
-    new = copy.copy(ds)
+    new = _shallow_copy(ds)
     new._dict = _copied_elements(ds)
     new._private_blocks = {}
     if getattr(ds, "_pixel_array", None) is not None:
@@ -34,7 +36,7 @@ def cheap_copy(ds: Dataset) -> Dataset:
         new._pixel_id = {}
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        new.file_meta = copy.copy(meta)  # a deep copy would cost more than all the rules
+        new.file_meta = _shallow_copy(meta)  # a deep copy would cost more than all the rules
         new.file_meta._dict = _copied_elements(meta)
     return new
 
@@ -51,10 +53,11 @@ def _copied_elements(ds: Dataset) -> dict:
     return store
 
 
-def _shallow_copy(element: DataElement) -> DataElement:
-    """copy.copy, without its generic protocol (a few microseconds per element)."""
-    copied = object.__new__(type(element))
-    copied.__dict__.update(element.__dict__)
+def _shallow_copy(thing: T) -> T:
+    """copy.copy of a data set or an element (neither defines a copy protocol of its own), without the
+    generic protocol's few microseconds."""
+    copied = object.__new__(type(thing))
+    copied.__dict__.update(thing.__dict__)
     return copied
 
 

@@ -348,14 +348,15 @@ class _Run:
         else:
             temporal = "REMOVED"
         encoding = encoded.encoding_of(ds)
-        codes = Sequence([cheap_copy(item) for item in items])  # items of its own: a later rule may edit them
+        store = element_store(ds)
+        # Items of their own (a later rule may edit them), stored without Dataset.__setitem__, whose work is
+        # for sequences holding encoded elements.
+        codes = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ", Sequence([cheap_copy(item) for item in items]))
         for tag, vr, value in ((PATIENT_IDENTITY_REMOVED, "CS", "YES"), (DEIDENTIFICATION_METHOD, "LO", text),
                                (DEIDENTIFICATION_METHOD_CODES, "SQ", codes), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
-            element = None if vr == "SQ" else encoded.raw_replacement(tag, vr, value, encoding)
+            element = codes if vr == "SQ" else encoded.raw_replacement(tag, vr, value, encoding)
             if element is not None:
-                element_store(ds)[element.tag] = element  # a BaseTag: the key of a new element
-            elif vr == "SQ":
-                ds.add_new(tag, vr, value)
+                store[element.tag] = element  # a BaseTag: the key of a new element
             else:
                 set_value(ds, tag, value, vr)
 
@@ -377,10 +378,20 @@ def method_record(options: frozenset[str]) -> tuple[str, tuple[Dataset, ...]]:
 
 
 def _text(ds: Dataset, tag: int) -> str | None:
-    if tag not in ds:
+    """The first value of a text element (LO, SH, CS...), stripped; None when it has none."""
+    raw = element_store(ds).get(tag)
+    if raw is None:
         return None
-    texts = element_texts(ds[tag])
-    return texts[0].strip() if texts and texts[0].strip() else None
+    if type(raw) is RawDataElement and raw.value is not None and raw.value.isascii() and raw.VR in TEXT_VRS:
+        # ASCII reads the same in every character set; decoded as pydicom (and raw_values) decode text.
+        first = raw.value.decode("ascii").split("\\")[0].rstrip("\0 ")
+    else:
+        texts = element_texts(ds[tag])
+        first = texts[0] if texts else ""
+    return first.strip() or None
+
+
+TEXT_VRS = frozenset({None, "LO", "SH", "CS"})  # None: implicit VR, the dictionary's (LO for Patient ID)
 
 
 IDENTIFYING = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050,
