@@ -74,7 +74,7 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
             or syntax == DeflatedExplicitVRLittleEndian
             or (preamble and len(preamble) != 128)
             or not _as_read(ds, (syntax.is_implicit_VR, syntax.is_little_endian)) or not _as_read(meta, EXPLICIT_LITTLE)
-            or any(tag >> 16 in (0, 2) for tag in ds._dict)):
+            or not ds._dict or min(ds._dict, key=int) >> 16 <= 2):
         return encode_part10(ds)  # dcmwrite decodes and re-encodes every element, or refuses: let it
     try:
         out = DicomBytesIO()
@@ -100,7 +100,25 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
 
 def _as_read(ds: Dataset, encoding: tuple[bool, bool]) -> bool:
     """Whether dcmwrite would write the raw elements of ``ds`` as they are (it decodes them otherwise)."""
-    return ds.original_encoding == encoding and ds.original_character_set == ds._character_set
+    return ds.original_encoding == encoding and ds.original_character_set == _character_set(ds)
+
+
+def _character_set(ds: Dataset) -> str | list[str]:
+    """``ds._character_set``, without its element lookup and conversion on every call."""
+    element = ds._dict.get(SPECIFIC_CHARACTER_SET)
+    if element is None:
+        return ds._parent_encoding
+    value = element.value if type(element) is DataElement else None
+    if type(value) is str:
+        return _encodings(value)
+    if type(value) is MultiValue and all(type(v) is str for v in value):
+        return _encodings(tuple(value))
+    return ds._character_set
+
+
+@lru_cache(maxsize=64)
+def _encodings(value: str | tuple[str, ...]) -> list[str]:
+    return convert_encodings(value if type(value) is str else list(value))  # not to be changed by callers
 
 
 def _undefined_length_as_dcmwrite_sets_it(pixels: DataElement | RawDataElement, compressed: bool) -> bool:
@@ -334,7 +352,8 @@ def _value_bytes(element: DataElement, codecs: list[str], little: bool) -> bytes
             text += "\x00" if vr == "UI" else " "
         return text.encode(default_encoding)
     if vr in TEXT_VRS:
-        data = b"\\".join(encode_string(v, codecs) for v in values)
+        # ASCII is encoded the same in every character set DICOM allows (pydicom's encoder is slow at it).
+        data = b"\\".join(v.encode("ascii") if v.isascii() else encode_string(v, codecs) for v in values)
         return data + b" " if len(data) % 2 else data
     return None
 
