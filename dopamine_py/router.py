@@ -222,28 +222,43 @@ def provenance_record(sop_uid: str, received_uid: str, source: Any, outcome: Rou
     """What the router did to one instance: rule set versions, rules fired, attribute changes.
 
     Old values are kept only when the configuration allows (they may identify the patient); the records
-    of this kind are readable by administrators only.
+    of this kind are readable by administrators only. Each change is stored as a list of CHANGE_FIELDS
+    (one is written with every routed instance: field names repeated for each change made the record
+    twice as long); ``provenance_of`` gives them back as dicts.
     """
-    changes = []
-    for change in outcome.changes:
-        entry = {"path": change.path, "tag": f"{change.tag:08X}", "kind": change.kind, "new": change.new,
-                 "rule": change.rule}
-        if keep_original_values:
-            entry["old"] = change.old
-        changes.append(entry)
+    changes = outcome.changes if keep_original_values else [c._replace(old=None) for c in outcome.changes]
     return {
         "sop_instance_uid": sop_uid, "received_sop_instance_uid": received_uid, "at": _now(),
         "source": {"protocol": source.protocol, "calling_aet": source.calling_aet, "user": source.user,
                    "peer": source.peer},
         "rulesets": outcome.applied, "decision": outcome.decision, "reason": outcome.reason,
-        "forward": outcome.forward, "changes": changes,
+        "forward": outcome.forward, "old_values_kept": keep_original_values, "changes": changes,
     }
 
 
+CHANGE_FIELDS = ("path", "tag", "kind", "old", "new", "rule")
+
+
 def provenance_of(records: RecordStore, sop_uid: str) -> list[dict[str, Any]]:
-    """The provenance records of an instance, by the UID it is stored under or the one it came with."""
-    return records.find(PROVENANCE, sop_instance_uid=sop_uid) or records.find(
+    """The provenance records of an instance, by the UID it is stored under or the one it came with; each
+    change a dict: path, tag (hexadecimal), kind, new, rule, and old when old values were kept."""
+    found = records.find(PROVENANCE, sop_instance_uid=sop_uid) or records.find(
         PROVENANCE, received_sop_instance_uid=sop_uid)
+    return [_with_change_dicts(record) for record in found]
+
+
+def _with_change_dicts(record: dict[str, Any]) -> dict[str, Any]:
+    changes = []
+    for change in record["changes"]:
+        if isinstance(change, dict):  # written so before 2026-11-22
+            changes.append(change)
+            continue
+        entry = dict(zip(CHANGE_FIELDS, change))
+        entry["tag"] = f"{entry['tag']:08X}"
+        if not record.get("old_values_kept", True):
+            del entry["old"]
+        changes.append(entry)
+    return {**record, "changes": changes}
 
 
 def describe_provenance(record: dict[str, Any]) -> str:

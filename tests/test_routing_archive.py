@@ -8,6 +8,8 @@ import time
 import pytest
 from pydicom import dcmread
 
+from dopamine_py.router import provenance_of
+
 from factory import encode, make_dataset, make_file
 from support import dopamine_command, free_port, require_tool, run, shared_data, start_server
 
@@ -72,7 +74,7 @@ def test_the_papers_example_runs_on_dimse_input_as_written(data_dir, tmp_path):
     with archive.open_original(str(sent.SOPInstanceUID)) as f:
         stored = dcmread(f)
     assert stored.PixelData == sent.PixelData and stored.PatientAge == "044Y" and not stored.PatientBirthDate
-    [provenance] = archive.routing.records.find("provenance", sop_instance_uid=sent.SOPInstanceUID)
+    [provenance] = provenance_of(archive.routing.records, sent.SOPInstanceUID)
     assert provenance["rulesets"] == [{"name": "age", "version": 1, "fired": [1]}]
     changed = {c["path"]: c for c in provenance["changes"]}
     assert changed["PatientBirthDate"]["old"] == "19800115" and changed["PatientAge"]["new"] == "044Y"

@@ -9,7 +9,7 @@ import pytest
 from backends import TIERS, make_backend
 from dopamine_py.archive import ArchiveService, Routing, Source
 from dopamine_py.assembly import open_records
-from dopamine_py.router import PROVENANCE, Router, RuleSetRegistry, Selector
+from dopamine_py.router import PROVENANCE, Router, RuleSetRegistry, Selector, provenance_of
 from dopamine_py.storage.base import DuplicatePolicy, InstanceRecord, Original, PutOutcome
 from factory import encode, make_dataset
 from rules_helpers import SECRETS
@@ -86,8 +86,34 @@ def test_the_archive_stores_provenance_in_the_instances_commit(store, tier, tmp_
     ds = make_dataset(PatientBirthDate="19800115", StudyDate="20240601")
     try:
         assert archive.store_bytes(encode(ds), Source("dimse", calling_aet="MR1")).status == "stored"
-        [provenance] = records.find(PROVENANCE, sop_instance_uid=ds.SOPInstanceUID)
+        [provenance] = provenance_of(records, ds.SOPInstanceUID)
         assert provenance["source"]["calling_aet"] == "MR1"
         assert {c["path"]: c["old"] for c in provenance["changes"]}["PatientBirthDate"] == "19800115"
+    finally:
+        dispose_quarantine()
+
+
+@pytest.mark.parametrize("keep_original_values", [True, False])
+def test_changes_read_back_as_dicts_with_old_values_only_when_kept(store, tier, tmp_path, keep_original_values):
+    backend, records = store
+    quarantine, dispose_quarantine = make_backend(tier, tmp_path)
+    registry = RuleSetRegistry(records)
+    registry.activate("ages", b"""<RuleSet name="ages"><Rule name="age"><Action><AgeFromBirthDate/>
+        <EmptyElement tag="PatientBirthDate"/></Action></Rule></RuleSet>""", {}, Selector(), "tests")
+    routing = Routing(Router(registry, SECRETS), quarantine, records, keep_original_values=keep_original_values)
+    archive = ArchiveService(backend, routing=routing)
+    ds = make_dataset(PatientBirthDate="19800115", StudyDate="20240601")
+    try:
+        assert archive.store_bytes(encode(ds), Source("dimse")).status == "stored"
+        [provenance] = provenance_of(records, ds.SOPInstanceUID)
+        changes = {c["path"]: c for c in provenance["changes"]}
+        assert changes["PatientBirthDate"]["tag"] == "00100030" and changes["PatientBirthDate"]["rule"] == "age"
+        assert changes["PatientBirthDate"]["kind"] == "changed" and changes["PatientAge"]["kind"] == "added"
+        assert changes["PatientAge"]["new"] == "044Y"
+        if keep_original_values:
+            assert changes["PatientBirthDate"]["old"] == "19800115"
+        else:
+            assert all("old" not in c for c in provenance["changes"])
+            assert "19800115" not in str(records.find(PROVENANCE))  # not stored, not only not shown
     finally:
         dispose_quarantine()
