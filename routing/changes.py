@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from dopamine_py import raw_values
 
-from .copying import element_store, is_sequence, vr_of
+from .copying import element_store, vr_of
 from .paths import describe
 
 SHOWN_BYTES = 32
@@ -45,19 +45,20 @@ Snapshot = dict[tuple[int, ...], tuple[Any, Any, Dataset]]
 
 def snapshot(ds: Dataset, prefix: tuple[int, ...] = (), out: Snapshot | None = None) -> Snapshot:
     out = {} if out is None else out
-    for tag, element in list(element_store(ds).items()):
+    for tag, element in list(element_store(ds).items()):  # written out: it runs twice per rule and element
         key = prefix + (int(tag),)
-        if isinstance(element, RawDataElement) and vr_of(tag, element) == "SQ":
+        if type(element) is RawDataElement:
+            if element.VR != "SQ" and (element.VR is not None or vr_of(tag, element) != "SQ"):
+                out[key] = (element, None, ds)
+                continue
             element = ds[tag]  # decode the sequence (of the engine's own copy) to see its items
-        if is_sequence(element):
+        if element.VR == "SQ":
             items = element.value or []
             out[key] = (element, len(items), ds)
             for index, item in enumerate(items):
                 snapshot(item, key + (index,), out)
-        elif isinstance(element, DataElement):
-            out[key] = (element, element.value, ds)
         else:
-            out[key] = (element, None, ds)
+            out[key] = (element, element.value, ds)
     return out
 
 
@@ -135,10 +136,6 @@ def path_text(key: tuple[int, ...]) -> str:
     return "".join(parts)
 
 
-def _same(before: tuple[Any, Any, Dataset], after: tuple[Any, Any, Dataset]) -> bool:
-    return before[0] is after[0] and (before[1] is after[1] or before[1] == after[1])
-
-
 class PendingChange(NamedTuple):
     """A difference found by identity; decoded into a Change only when someone asks for it."""
 
@@ -200,11 +197,10 @@ def diff(before: Snapshot, after: Snapshot, rule: str | int) -> list[PendingChan
     pending = []
     for key, entry in before.items():
         new = after.get(key)
-        if new is None or not _same(entry, new):
+        # _same, written out: this runs for every element of every routed instance
+        if new is None or new[0] is not entry[0] or new[1] is not entry[1] and new[1] != entry[1]:
             pending.append(PendingChange(key, entry, new, rule))
-    for key, entry in after.items():
-        if key not in before:
-            pending.append(PendingChange(key, None, entry, rule))
+    pending += [PendingChange(key, None, entry, rule) for key, entry in after.items() if key not in before]
     return pending
 
 

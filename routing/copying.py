@@ -23,10 +23,6 @@ def element_store(ds: Dataset) -> dict:
     return ds._dict
 
 
-def is_sequence(element: DataElement | RawDataElement) -> bool:
-    return isinstance(element, DataElement) and element.VR == "SQ"
-
-
 def cheap_copy(ds: Dataset) -> Dataset:
     new = _shallow_copy(ds)
     new._dict = _copied_elements(ds)

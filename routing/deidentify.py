@@ -223,29 +223,38 @@ class _Run:
         """Apply the plan to one data set or item. ``free_text`` is the treatment of Text Value and
         Unformatted Text Value inside a sequence that was dummied ("D") or cleaned ("C").
 
-        Works from the tags, so an element the profile keeps is never decoded."""
-        for tag, raw in list(element_store(ds).items()):
-            tag = int(tag)
-            code = code_for(self.plan, tag)
-            if code is None and (tag >> 16) % 2 == 1:
+        Works from the tags, so an element the profile keeps is never decoded. The common cases are
+        written out: this loop runs for every element of every de-identified instance."""
+        store = element_store(ds)
+        exact = self.plan.exact
+        for key, raw in list(store.items()):
+            tag = int(key)
+            group = tag >> 16
+            code = code_for(self.plan, tag) if CURVE_GROUPS.start <= group < OVERLAY_GROUPS.stop else exact.get(tag)
+            if code is None and group % 2 == 1:
                 code = "K"  # a private element that survived remove_private: a kept safe block
             if code is None and free_text and tag in FREE_TEXT:
                 code = free_text
             if code is None or code == "K":
-                if vr_of(tag, raw) == "SQ":
+                if raw.VR == "SQ" or raw.VR is None and vr_of(tag, raw) == "SQ":
                     self.items(ds[tag], free_text)
                 continue
-            if top and tag in (PATIENT_ID, PATIENT_NAME) and code in ("D", "Z") and self.ctx.pseudonymized:
+            personal = top and tag in (PATIENT_ID, PATIENT_NAME)
+            if personal and code in ("D", "Z") and self.ctx.pseudonymized:
                 continue  # an earlier Pseudonymize already replaced it with a non-identifying value
             if code == "X":
                 del ds[tag]  # without decoding it first
                 continue
             vr = decoded_vr(tag, raw)
-            if code in ("Z", "D") and vr not in (None, "SQ", "UI") and not (tag >> 16) % 2:
+            if code in ("Z", "D") and vr not in (None, "SQ", "UI") and not group % 2:
                 # A new element: the old value need not be decoded to be replaced.
-                value = None if code == "Z" else self.dummy_value(tag, vr, top)
-                element_store(ds)[tag] = (encoded.raw_replacement(tag, vr, value, encoded.encoding_of(ds, raw))
-                                          or DataElement(tag, vr, value))
+                encoding = encoded.encoding_of(ds, raw)
+                if personal and code == "D":
+                    value = self.dummy_value(tag, vr, top)
+                    store[key] = encoded.raw_replacement(tag, vr, value, encoding) or DataElement(tag, vr, value)
+                else:
+                    store[key] = constant_replacement(tag, vr, code, encoding) or DataElement(
+                        tag, vr, None if code == "Z" else dummy_of(vr))
                 continue
             if vr == "UI" and type(raw) is RawDataElement and raw.value is not None and code in ("U", "U*", "D", "C"):
                 self.map_encoded_uids(ds, raw, code)
@@ -307,11 +316,7 @@ class _Run:
     def dummy_value(self, tag: int, vr: str, top: bool):
         if top and tag in (PATIENT_ID, PATIENT_NAME) and self.original_patient_id:
             return keyed.pseudonym(self.key, self.original_patient_id, "ANON-", 10)
-        if vr in DUMMIES:
-            return DUMMIES[vr]
-        if vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
-            return 0
-        return BINARY_DUMMY  # OB, OW, UN and the other binary VRs
+        return dummy_of(vr)
 
     def clean(self, element) -> None:
         vr = element.VR
@@ -375,6 +380,22 @@ def method_record(options: frozenset[str]) -> tuple[str, tuple[Dataset, ...]]:
         item.add_new(0x00080104, "LO", meaning)  # Code Meaning
         items.append(item)
     return "\\".join(m[:64] for m in methods), tuple(items)
+
+
+def dummy_of(vr: str):
+    """The dummy value of a VR (D), but for the pseudonymous Patient ID and Name."""
+    if vr in DUMMIES:
+        return DUMMIES[vr]
+    if vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
+        return 0
+    return BINARY_DUMMY  # OB, OW, UN and the other binary VRs
+
+
+@lru_cache(maxsize=4096)
+def constant_replacement(tag: int, vr: str, code: str, encoding: tuple[bool, bool] | None):
+    """Z or D of an element whose dummy does not depend on the instance, encoded (see routing/encoded.py);
+    None when it cannot be. Remembered: the same few dozen are made for every instance."""
+    return encoded.raw_replacement(tag, vr, None if code == "Z" else dummy_of(vr), encoding)
 
 
 def _text(ds: Dataset, tag: int) -> str | None:

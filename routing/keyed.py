@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 from typing import Mapping
 
 from .errors import ActionFailed
@@ -28,6 +29,7 @@ def _digest(key: bytes, purpose: str, value: str) -> bytes:
     return hmac.new(key, f"{purpose}\0{value}".encode("utf-8"), hashlib.sha256).digest()
 
 
+@lru_cache(maxsize=4096)  # the study, series and frame of reference UIDs of a series' instances are the same
 def replacement_uid(key: bytes, uid: str) -> str:
     """A UID under the 2.25 root (PS3.5 B.2): the decimal form of a UUID made from the keyed hash.
 
