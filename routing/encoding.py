@@ -30,6 +30,8 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from dopamine_py import raw_values
+
 PIXEL_DATA = 0x7FE00010
 META_GROUP_LENGTH = 0x00020000
 # Media Storage SOP Class and Instance UIDs, and what dcmwrite copies into them.
@@ -105,15 +107,27 @@ def _as_read(ds: Dataset, encoding: tuple[bool, bool]) -> bool:
 
 def _character_set(ds: Dataset) -> str | list[str]:
     """``ds._character_set``, without its element lookup and conversion on every call."""
-    element = ds._dict.get(SPECIFIC_CHARACTER_SET)
-    if element is None:
+    value = _specific_character_set(ds)
+    if value is None:
         return ds._parent_encoding
-    value = element.value if type(element) is DataElement else None
     if type(value) is str:
         return _encodings(value)
-    if type(value) is MultiValue and all(type(v) is str for v in value):
+    if all(type(v) is str for v in value):
         return _encodings(tuple(value))
     return ds._character_set
+
+
+def _specific_character_set(ds: Dataset) -> str | list[str] | None:
+    """The value of Specific Character Set as pydicom decodes it (None when absent), without decoding
+    the element in place: an element still as read is copied as it is."""
+    element = ds._dict.get(SPECIFIC_CHARACTER_SET)
+    if element is None:
+        return None
+    document = raw_values.element(element, default_encoding) if type(element) is RawDataElement else None
+    if document is not None and document["vr"] == "CS" and document.get("Value"):
+        values = document["Value"]  # as pydicom decodes a CS value
+        return values[0] if len(values) == 1 else values
+    return ds[SPECIFIC_CHARACTER_SET].value
 
 
 @lru_cache(maxsize=64)
@@ -224,8 +238,8 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     loop runs for every element of every routed instance."""
     out.is_implicit_VR, out.is_little_endian = implicit, little
     header = _header_maker(implicit, little)
-    charset = ds._dict.get(SPECIFIC_CHARACTER_SET)
-    encodings = ds[SPECIFIC_CHARACTER_SET].value if charset is not None else parent_encoding
+    charset = _specific_character_set(ds)
+    encodings = charset if charset is not None else parent_encoding
     codecs = convert_encodings(encodings or [default_encoding])
     elements = ds._dict
     received, view = shared or ({}, None)
