@@ -42,7 +42,7 @@ from .base import (
     StoredInstance,
     fits_inline,
 )
-from .records import INSERT_SQLITE_ROW, sqlite_row
+from .records import insert_sqlite_record
 from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr, split_query
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ class SQLiteBackend(Backend):
                     self._insert_instance(conn, record, doc_json, summary_json, blob_path, data)
                     outcome = PutOutcome.REPLACED if existing else PutOutcome.STORED
                 for kind, body in extra_records:
-                    conn.execute(INSERT_SQLITE_ROW, sqlite_row(kind, body))
+                    insert_sqlite_record(conn, kind, body)
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 conn.execute("ROLLBACK") if conn.in_transaction else None

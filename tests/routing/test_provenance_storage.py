@@ -117,3 +117,31 @@ def test_changes_read_back_as_dicts_with_old_values_only_when_kept(store, tier, 
             assert "19800115" not in str(records.find(PROVENANCE))  # not stored, not only not shown
     finally:
         dispose_quarantine()
+
+
+def test_provenance_has_an_indexed_table_of_its_own_and_older_records_move_there(tmp_path):
+    """Embedded store: a provenance record per routed instance is looked up through an index, not by
+    reading every record; records written to the shared table by an earlier version are moved on open."""
+    import json
+    import sqlite3
+
+    from dopamine_py.storage.records import SQLiteRecords
+
+    db = tmp_path / "records.sqlite"
+    records = SQLiteRecords(db)
+    records.close()
+    with sqlite3.connect(db) as conn:  # as an earlier version wrote it
+        conn.execute("INSERT INTO records (kind, id, body) VALUES ('provenance', 'old1', ?)",
+                     (json.dumps({"id": "old1", "sop_instance_uid": "1.2.3", "received_sop_instance_uid": "9.8.7"}),))
+    records = SQLiteRecords(db)
+    records.insert(PROVENANCE, {"sop_instance_uid": "1.2.4", "received_sop_instance_uid": "9.8.6"})
+    assert [r["id"] for r in records.find(PROVENANCE, sop_instance_uid="1.2.3")] == ["old1"]
+    assert [r["sop_instance_uid"] for r in records.find(PROVENANCE, received_sop_instance_uid="9.8.6")] == ["1.2.4"]
+    assert [r["sop_instance_uid"] for r in records.find(PROVENANCE)] == ["1.2.3", "1.2.4"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM records WHERE kind = 'provenance'").fetchone() == (0,)
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT body FROM provenance WHERE sop_instance_uid = ?",
+                            ("1.2.3",)).fetchall()
+    assert "provenance_sop_instance_uid" in str(plan)
+    assert records.delete(PROVENANCE, "old1") and records.find(PROVENANCE, sop_instance_uid="1.2.3") == []
+    records.close()
