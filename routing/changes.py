@@ -39,27 +39,38 @@ class Change(NamedTuple):  # a tuple: thousands are made per second of ingest, a
         return f"~ {self.path}: {self.old} -> {self.new}"
 
 
-# key: (tag, item index, tag, ...) -> (element, its value object or item count, containing data set)
-Snapshot = dict[tuple[int, ...], tuple[Any, Any, Dataset]]
+class Snapshot(NamedTuple):
+    """One data set as it was: its elements (a copy of its element store), the values of its decoded
+    elements (an action may assign a new value to an element in place), and its sequences' items."""
+
+    ds: Dataset
+    elements: dict  # tag -> DataElement or RawDataElement
+    values: dict  # tag -> value, for decoded elements other than sequences
+    items: dict  # tag -> [Snapshot of each item], for sequences
 
 
-def snapshot(ds: Dataset, prefix: tuple[int, ...] = (), out: Snapshot | None = None) -> Snapshot:
-    out = {} if out is None else out
+def snapshot(ds: Dataset) -> Snapshot:
+    values, items = {}, {}
     for tag, element in list(element_store(ds).items()):  # written out: it runs twice per rule and element
-        key = prefix + (int(tag),)
         if type(element) is RawDataElement:
             if element.VR != "SQ" and (element.VR is not None or vr_of(tag, element) != "SQ"):
-                out[key] = (element, None, ds)
-                continue
+                continue  # an element still as read: compared by identity alone
             element = ds[tag]  # decode the sequence (of the engine's own copy) to see its items
         if element.VR == "SQ":
-            items = element.value or []
-            out[key] = (element, len(items), ds)
-            for index, item in enumerate(items):
-                snapshot(item, key + (index,), out)
+            items[tag] = [snapshot(item) for item in element.value or []]
         else:
-            out[key] = (element, element.value, ds)
-    return out
+            values[tag] = element.value
+    return Snapshot(ds, dict(element_store(ds)), values, items)
+
+
+# A flat entry: (element, its value object or a sequence's item count, containing data set); a change's
+# key: (tag, item index, tag, ...).
+Entry = tuple[Any, Any, Dataset]
+
+
+def _entry(level: Snapshot, tag: int, element: Any) -> Entry:
+    items = level.items.get(tag)
+    return element, len(items) if items is not None else level.values.get(tag), level.ds
 
 
 def _decoded(entry: tuple[Any, Any, Dataset]) -> tuple[str, Any]:
@@ -166,10 +177,10 @@ def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
 def _resolved(key: tuple[int, ...], before: tuple | None, after: tuple | None, rule: str | int) -> Change | None:
     """Remembered: the instances of a series mostly carry the same values, and the same rules change
     them the same way; describing each change again was a tenth of the cost of routing an instance."""
-    return _resolve(key, _entry(before), _entry(after), rule)
+    return _resolve(key, _raw_entry(before), _raw_entry(after), rule)
 
 
-def _entry(signature: tuple | None) -> tuple[RawDataElement, None, None] | None:
+def _raw_entry(signature: tuple | None) -> tuple[RawDataElement, None, None] | None:
     if signature is None:
         return None
     tag, vr, value, implicit, little = signature
@@ -193,15 +204,46 @@ def _resolve(key: tuple[int, ...], before: tuple[Any, Any, Dataset] | None, afte
 
 
 def diff(before: Snapshot, after: Snapshot, rule: str | int) -> list[PendingChange]:
-    """The candidate changes between two snapshots, cheap to compute: nothing is decoded here."""
-    pending = []
-    for key, entry in before.items():
-        new = after.get(key)
-        # _same, written out: this runs for every element of every routed instance
-        if new is None or new[0] is not entry[0] or new[1] is not entry[1] and new[1] != entry[1]:
-            pending.append(PendingChange(key, entry, new, rule))
-    pending += [PendingChange(key, None, entry, rule) for key, entry in after.items() if key not in before]
+    """The candidate changes between two snapshots, cheap to compute: nothing is decoded here. Changed
+    and removed elements first, then added ones, each in the data set's order, items after their sequence."""
+    pending: list[PendingChange] = []
+    _changed_or_removed(before, after, (), rule, pending)
+    _added(after, before, (), rule, pending)
     return pending
+
+
+def _changed_or_removed(before: Snapshot, after: Snapshot | None, prefix: tuple[int, ...], rule: str | int,
+                        out: list[PendingChange]) -> None:
+    now = after.elements if after is not None else {}
+    decoded, sequences = before.values, before.items
+    elements = before.elements
+    # Most elements are the very ones they were, still as read: passed over in a comprehension.
+    for tag in [t for t, e in elements.items() if now.get(t) is not e or t in decoded or t in sequences]:
+        element, new = elements[tag], now.get(tag)
+        key = prefix + (int(tag),)
+        old_entry = _entry(before, tag, element)
+        new_entry = _entry(after, tag, new) if new is not None else None
+        if new_entry is None or new is not element or (new_entry[1] is not old_entry[1]
+                                                       and new_entry[1] != old_entry[1]):
+            out.append(PendingChange(key, old_entry, new_entry, rule))
+        if tag in sequences:
+            items = after.items.get(tag, ()) if after is not None else ()
+            for index, item in enumerate(sequences[tag]):
+                _changed_or_removed(item, items[index] if index < len(items) else None, key + (index,), rule, out)
+
+
+def _added(after: Snapshot, before: Snapshot | None, prefix: tuple[int, ...], rule: str | int,
+           out: list[PendingChange]) -> None:
+    then = before.elements if before is not None else {}
+    sequences = after.items
+    for tag in [t for t in after.elements if t not in then or t in sequences]:
+        key = prefix + (int(tag),)
+        if tag not in then:
+            out.append(PendingChange(key, None, _entry(after, tag, after.elements[tag]), rule))
+        if tag in sequences:
+            items = before.items.get(tag, ()) if before is not None else ()
+            for index, item in enumerate(sequences[tag]):
+                _added(item, items[index] if index < len(items) else None, key + (index,), rule, out)
 
 
 def resolve_all(pending: list[PendingChange]) -> list[Change]:
