@@ -379,7 +379,9 @@ def remove_private(ds: Dataset, keep: frozenset[str]) -> None:
     """Remove private elements (in sequences too), except the blocks of the creators in ``keep``."""
     kept_blocks: set[tuple[int, int]] = set()
     doomed = []
-    for tag, raw in list(element_store(ds).items()):  # in tag order: creators come before their blocks
+    # Only private elements and sequences need a look; most data sets have few of either.
+    candidates = [(t, e) for t, e in element_store(ds).items() if t & 0x10000 or e.VR == "SQ" or e.VR is None]
+    for tag, raw in candidates:  # in tag order: creators come before their blocks
         tag = int(tag)
         group, elem = tag >> 16, tag & 0xFFFF
         if group % 2 == 0:

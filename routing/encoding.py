@@ -70,14 +70,14 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
     ``received``: the data set ``ds`` was routed from. The elements of ``ds`` that are still its very
     elements, as read, are copied from the buffer both were read from, runs of them at a time."""
     meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = _syntax(meta.get("TransferSyntaxUID")) if meta is not None else None
     preamble = getattr(ds, "preamble", None)
-    if (syntax is None or syntax.is_private or not syntax.is_transfer_syntax
-            or syntax == DeflatedExplicitVRLittleEndian
+    if (syntax is None
             or (preamble and len(preamble) != 128)
-            or not _as_read(ds, (syntax.is_implicit_VR, syntax.is_little_endian)) or not _as_read(meta, EXPLICIT_LITTLE)
+            or not _as_read(ds, syntax[:2]) or not _as_read(meta, EXPLICIT_LITTLE)
             or not ds._dict or min(ds._dict, key=int) >> 16 <= 2):
         return encode_part10(ds)  # dcmwrite decodes and re-encodes every element, or refuses: let it
+    implicit, little, compressed = syntax
     try:
         out = DicomBytesIO()
         out.write(preamble or b"\x00" * 128)
@@ -88,16 +88,25 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
                 ds[tag].value  # decoded in place, as dcmwrite's reading them for the meta does
         out.write(_meta_bytes(ds, meta))
         pixels = ds._dict.get(PIXEL_DATA)
-        if pixels is not None and not _undefined_length_as_dcmwrite_sets_it(pixels, syntax.is_compressed):
-            ds[PIXEL_DATA].is_undefined_length = syntax.is_compressed  # as dcmwrite does
+        if pixels is not None and not _undefined_length_as_dcmwrite_sets_it(pixels, compressed):
+            ds[PIXEL_DATA].is_undefined_length = compressed  # as dcmwrite does
         tags = _tags_to_write(ds)
         with _shared_with(ds, received) as shared:
-            _write_elements(out, ds, tags, syntax.is_implicit_VR, syntax.is_little_endian, shared=shared)
+            _write_elements(out, ds, tags, implicit, little, shared=shared)
     except Exception:
         pass  # dcmwrite's own error (it names the element), raised outside this handler
     else:
         return out.getvalue()
     return encode_part10(ds)
+
+
+@lru_cache(maxsize=64)
+def _syntax(uid: UID | None) -> tuple[bool, bool, bool] | None:
+    """(implicit VR, little endian, compressed) of a transfer syntax this encoder writes; None for the
+    others (unknown, private, deflated: dcmwrite's)."""
+    if uid is None or uid.is_private or not uid.is_transfer_syntax or uid == DeflatedExplicitVRLittleEndian:
+        return None
+    return uid.is_implicit_VR, uid.is_little_endian, uid.is_compressed
 
 
 def _as_read(ds: Dataset, encoding: tuple[bool, bool]) -> bool:

@@ -48,6 +48,7 @@ def date_offset_days(key: bytes, subject: str, max_days: int) -> int:
     return 1 + number % max_days
 
 
+@lru_cache(maxsize=4096)  # a patient's instances come together
 def pseudonym(key: bytes, patient_id: str, prefix: str, length: int) -> str:
     """A pseudonymous ID: the prefix and ``length`` characters of the keyed hash (base 32, no 0/1 confusion)."""
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
