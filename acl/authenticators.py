@@ -11,7 +11,7 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from .passwords import spend_verification_time, verify_password
+from .passwords import RecentlyVerified, spend_verification_time
 from .store import AclStore
 
 
@@ -46,13 +46,14 @@ class LocalUsers(Authenticator):
 
     def __init__(self, store: AclStore) -> None:
         self.store = store
+        self.recent = RecentlyVerified()
 
     def verify(self, username: str, password: str) -> Verified | Refusal:
         record = self.store.get_user(username)
         if record is None:
             spend_verification_time(password)  # an unknown name costs what a wrong password costs
             return Refusal.UNKNOWN_USER
-        if not verify_password(password, record.password_hash):
+        if not self.recent.verify(password, record.password_hash):
             return Refusal.WRONG_PASSWORD
         return Verified(record.name, record.groups, self.name)
 

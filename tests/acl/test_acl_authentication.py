@@ -44,6 +44,29 @@ def test_password_hashes_are_salted_slow_and_never_the_password():
     assert not verify_password(PASSWORD, "scrypt$16384$8$1$not-base64!$xx")
 
 
+def test_a_password_verified_lately_is_not_hashed_again_until_it_expires_or_changes(monkeypatch):
+    """HTTP Basic sends the password with every request: one scrypt per user every few minutes, not one
+    per request; wrong passwords always pay the full cost; a new password (a new hash) is verified anew."""
+    import acl.passwords
+
+    from acl.passwords import RecentlyVerified
+
+    stored, changed = hash_password(PASSWORD), hash_password("another password")
+    hashes = []
+    real = acl.passwords._scrypt
+    monkeypatch.setattr(acl.passwords, "_scrypt", lambda *args, **kwargs: hashes.append(1) or real(*args, **kwargs))
+    now = [1000.0]
+    recent = RecentlyVerified(seconds=300, clock=lambda: now[0])
+    assert recent.verify(PASSWORD, stored) and len(hashes) == 1
+    assert recent.verify(PASSWORD, stored) and recent.verify(PASSWORD, stored) and len(hashes) == 1
+    assert not recent.verify(PASSWORD + "!", stored) and not recent.verify(PASSWORD + "!", stored)
+    assert len(hashes) == 3  # a wrong password is never remembered
+    assert not recent.verify(PASSWORD, changed) and len(hashes) == 4  # the password was changed since
+    now[0] += 301
+    assert recent.verify(PASSWORD, stored) and len(hashes) == 5
+    assert PASSWORD.encode() not in b"".join(recent._until)
+
+
 @pytest.mark.parametrize("password, message", [("short", "at least 8"), ("x" * 2000, "at most 1024")])
 def test_weak_passwords_are_refused(password, message):
     with pytest.raises(WeakPassword, match=message):
