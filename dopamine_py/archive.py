@@ -297,9 +297,13 @@ class ArchiveService:
         to_quarantine = bool(quarantine_reason and self.routing)
         store = self.routing.quarantine if to_quarantine else self.backend
         provenance = self._provenance(record, outcome, source, received_uid)
-        with_instance = [provenance] if provenance and self.routing.records.kept_with(store) else []
+        together = provenance is not None and self.routing.records.kept_with(store)  # one commit for all
+        with_instance = [provenance] if together else []
+        forwards = []
+        if together and not to_quarantine and self.routing.forward is not None:
+            forwards = [self.routing.forward.entry(sop_uid, destination) for destination in outcome.forward]
         try:
-            put = store.put(record, original, self.duplicate_policy, with_instance, sync=sync)
+            put = store.put(record, original, self.duplicate_policy, with_instance, when_stored=forwards, sync=sync)
         except StorageFull as exc:
             return self._failed(sop_uid, f"storage full: {exc}", OUT_OF_RESOURCES, source)
         except (OSError, OverflowError) as exc:
@@ -317,7 +321,7 @@ class ArchiveService:
         else:
             result = self._result(record, put, source)
         if outcome is not None and result.ok:
-            self._after_routing(record, outcome, None if with_instance else provenance, result)
+            self._after_routing(record, outcome, None if with_instance else provenance, result, bool(forwards))
         return result
 
     def _provenance(self, record: InstanceRecord, outcome: Any, source: Source,
@@ -331,10 +335,13 @@ class ArchiveService:
                                              source, outcome, self.routing.keep_original_values)
 
     def _after_routing(self, record: InstanceRecord, outcome: Any, provenance: tuple[str, dict[str, Any]] | None,
-                       result: StoreResult) -> None:
+                       result: StoreResult, forwards_stored: bool) -> None:
         if provenance is not None:  # not stored with the instance (the quarantine is a database of its own)
             self.routing.records.insert(*provenance)
         if result.status == "quarantined" or result.outcome == PutOutcome.IDENTICAL_DUPLICATE:
+            return
+        if forwards_stored:  # written with the instance
+            self.routing.forward.wake()
             return
         for destination in outcome.forward:
             if self.routing.forward is None:

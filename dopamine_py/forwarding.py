@@ -48,13 +48,20 @@ class ForwardQueue:
 
     # ------------------------------------------------------------------------------------------- queue
 
+    def entry(self, sop_instance_uid: str, destination: str) -> tuple[str, dict]:
+        """(kind, record) of a new queue item: for ``Backend.put(..., when_stored=...)``, which writes it
+        with the instance (no stored instance then lacks the forwards its rules decided), then ``wake()``."""
+        return KIND, {"sop_instance_uid": sop_instance_uid, "destination": destination, "state": "pending",
+                      "attempts": 0, "next_attempt": 0.0, "last_error": None, "enqueued_at": self.clock()}
+
     def enqueue(self, sop_instance_uid: str, destination: str) -> str:
-        item_id = self.records.insert(KIND, {
-            "sop_instance_uid": sop_instance_uid, "destination": destination, "state": "pending",
-            "attempts": 0, "next_attempt": 0.0, "last_error": None, "enqueued_at": self.clock(),
-        })
-        self._wake.set()
+        item_id = self.records.insert(*self.entry(sop_instance_uid, destination))
+        self.wake()
         return item_id
+
+    def wake(self) -> None:
+        """Items were added: attempt them now rather than at the next poll."""
+        self._wake.set()
 
     def items(self, state: str | None = None) -> list[dict]:
         return self.records.find(KIND, state=state) if state else self.records.find(KIND)

@@ -46,6 +46,10 @@ class PutOutcome(str, enum.Enum):
     REJECTED_DUPLICATE = "rejected-duplicate"
 
 
+# The outcomes after which the instance counts as received (what its arrival sets off, such as forwarding).
+STORED_OUTCOMES = frozenset({PutOutcome.STORED, PutOutcome.REPLACED, PutOutcome.KEPT_FIRST})
+
+
 @dataclass
 class InstanceRecord:
     """What the archive hands a backend for one received instance."""
@@ -166,7 +170,8 @@ class Backend(ABC):
 
     @abstractmethod
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
-            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *, sync: bool = True) -> PutOutcome:
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *,
+            when_stored: Sequence[tuple[str, dict[str, Any]]] = (), sync: bool = True) -> PutOutcome:
         """Store durably; when this returns STORED, REPLACED or KEPT_FIRST the data survive a crash.
 
         ``sync=False`` lets a backend commit without flushing to disk; the data are durable once ``sync()``
@@ -175,6 +180,8 @@ class Backend(ABC):
         ``extra_records`` (kind, record) go to the administrative records of the same database
         (storage.records), with the instance: written unless the outcome is REJECTED_DUPLICATE, and never
         missing once an instance is stored (routing's provenance, without a second commit of its own).
+        ``when_stored`` likewise, but kept only when the outcome is one of STORED_OUTCOMES (routing's
+        forwards: an identical copy sent again is not forwarded again).
         """
 
     def sync(self) -> None:

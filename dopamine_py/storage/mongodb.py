@@ -48,6 +48,7 @@ from .base import (
     InstanceRecord,
     Level,
     Original,
+    STORED_OUTCOMES,
     PutOutcome,
     StorageFull,
     StoredInstance,
@@ -218,7 +219,8 @@ class MongoBackend(Backend):
     # ----------------------------------------------------------------------------------------------- put
 
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
-            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *, sync: bool = True) -> PutOutcome:
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *,
+            when_stored: Sequence[tuple[str, dict[str, Any]]] = (), sync: bool = True) -> PutOutcome:
         # Every write is acknowledged by a majority, journaled: ``sync`` has nothing to defer here.
         uid = record.sop_instance_uid
         with _as_os_errors(uid):
@@ -231,17 +233,22 @@ class MongoBackend(Backend):
             written = self._insert_records(extra_records)
             if early is not None:
                 return early
+            # Written before the instance too (a crash in between leaves a forward of an instance that is
+            # not there, which fails visibly, rather than a stored instance never forwarded).
+            conditional = self._insert_records(when_stored)
             placed = self._place_original(record, original)
             try:
                 outcome = self._write(record, placed, policy, existing)
             except BaseException:
                 self._discard(placed, uid)
-                self._remove_records(written, uid)
+                self._remove_records(written + conditional, uid)
                 raise
             if outcome in (PutOutcome.IDENTICAL_DUPLICATE, PutOutcome.REJECTED_DUPLICATE):
                 self._discard(placed, uid)  # lost a race: the bytes are not referenced
             if outcome == PutOutcome.REJECTED_DUPLICATE:
                 self._remove_records(written, uid)
+            if outcome not in STORED_OUTCOMES:
+                self._remove_records(conditional, uid)
             return outcome
 
     def _insert_records(self, extra_records: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:

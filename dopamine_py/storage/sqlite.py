@@ -37,6 +37,7 @@ from .base import (
     InstanceRecord,
     Level,
     Original,
+    STORED_OUTCOMES,
     PutOutcome,
     StorageFull,
     StoredInstance,
@@ -283,7 +284,8 @@ class SQLiteBackend(Backend):
     # ----------------------------------------------------------------------------------------------- put
 
     def put(self, record: InstanceRecord, original: Original, policy: DuplicatePolicy,
-            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *, sync: bool = True) -> PutOutcome:
+            extra_records: Sequence[tuple[str, dict[str, Any]]] = (), *,
+            when_stored: Sequence[tuple[str, dict[str, Any]]] = (), sync: bool = True) -> PutOutcome:
         conn = self._writer
         doc_json = dump_document(record.document)
         summary_json = summary_of(record.document)
@@ -315,7 +317,7 @@ class SQLiteBackend(Backend):
                         self._supersede_existing(conn, existing[0], "replaced by a newer version (replace)")
                     self._insert_instance(conn, record, doc_json, summary_json, blob_path, data)
                     outcome = PutOutcome.REPLACED if existing else PutOutcome.STORED
-                for kind, body in extra_records:
+                for kind, body in (*extra_records, *(when_stored if outcome in STORED_OUTCOMES else ())):
                     insert_sqlite_record(conn, kind, body)
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:

@@ -145,3 +145,35 @@ def test_provenance_has_an_indexed_table_of_its_own_and_older_records_move_there
     assert "provenance_sop_instance_uid" in str(plan)
     assert records.delete(PROVENANCE, "old1") and records.find(PROVENANCE, sop_instance_uid="1.2.3") == []
     records.close()
+
+
+def test_forwards_are_stored_with_the_instance_and_not_again_for_an_identical_copy(store, tier, tmp_path,
+                                                                                  monkeypatch):
+    """A Forward decision is queued in the instance's own write, so that no stored instance lacks the
+    forwards its rules decided (a crash between two writes could have lost them); resent unchanged, the
+    instance is not queued again."""
+    from dopamine_py.forwarding import KIND, ForwardQueue
+
+    backend, records = store
+    quarantine, dispose_quarantine = make_backend(tier, tmp_path)
+    registry = RuleSetRegistry(records)
+    registry.activate("send-on", b"""<RuleSet name="send-on"><Rule><Action><Forward destination="PEER1"/>
+        <Forward destination="PEER2"/></Action></Rule></RuleSet>""", {}, Selector(), "tests")
+    archive = ArchiveService(backend)
+    forward = ForwardQueue(records, archive, calling_aet="DOPAMINE")
+    archive.routing = Routing(Router(registry, SECRETS), quarantine, records, forward=forward)
+
+    def separate_insert(kind, record):
+        raise AssertionError(f"a {kind} record written in a write of its own")
+
+    monkeypatch.setattr(records, "insert", separate_insert)
+    data = encode(make_dataset())
+    try:
+        assert archive.store_bytes(data, Source("dimse", calling_aet="MR1")).status == "stored"
+        queued = records.find(KIND)
+        assert sorted(item["destination"] for item in queued) == ["PEER1", "PEER2"]
+        assert {item["state"] for item in queued} == {"pending"}
+        assert archive.store_bytes(data, Source("dimse", calling_aet="MR1")).outcome == PutOutcome.IDENTICAL_DUPLICATE
+        assert len(records.find(KIND)) == 2
+    finally:
+        dispose_quarantine()
