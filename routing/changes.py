@@ -50,17 +50,19 @@ class Snapshot(NamedTuple):
 
 
 def snapshot(ds: Dataset) -> Snapshot:
-    values, items = {}, {}
-    for tag, element in list(element_store(ds).items()):  # written out: it runs twice per rule and element
-        if type(element) is RawDataElement:
-            if element.VR != "SQ" and (element.VR is not None or vr_of(tag, element) != "SQ"):
-                continue  # an element still as read: compared by identity alone
-            element = ds[tag]  # decode the sequence (of the engine's own copy) to see its items
-        if element.VR == "SQ":
-            items[tag] = [snapshot(item) for item in element.value or []]
-        else:
-            values[tag] = element.value
-    return Snapshot(ds, dict(element_store(ds)), values, items)
+    store = element_store(ds)
+    for tag, element in list(store.items()):
+        if type(element) is RawDataElement and (element.VR == "SQ"
+                                                 or element.VR is None and vr_of(tag, element) == "SQ"):
+            ds[tag]  # decode the sequence (of the engine's own copy) to see its items
+    items = {tag: [snapshot(item) for item in element.value or []]
+             for tag, element in store.items() if type(element) is not RawDataElement and element.VR == "SQ"}
+    # Taken last: decoding a sequence decodes other elements in place (Pixel Representation, private
+    # creators), whose values must be kept as they are now, since an action may then assign a new one.
+    elements = dict(store)
+    values = {tag: element.value for tag, element in elements.items()
+              if type(element) is not RawDataElement and tag not in items}
+    return Snapshot(ds, elements, values, items)
 
 
 # A flat entry: (element, its value object or a sequence's item count, containing data set); a change's

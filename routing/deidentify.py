@@ -403,9 +403,11 @@ def _text(ds: Dataset, tag: int) -> str | None:
     raw = element_store(ds).get(tag)
     if raw is None:
         return None
-    if type(raw) is RawDataElement and raw.value is not None and raw.value.isascii() and raw.VR in TEXT_VRS:
-        # ASCII reads the same in every character set; decoded as pydicom (and raw_values) decode text.
-        first = raw.value.decode("ascii").split("\\")[0].rstrip("\0 ")
+    value = raw.value if type(raw) is RawDataElement else None
+    if value is not None and value.isascii() and b"\x1b" not in value and raw.VR in TEXT_VRS:
+        # ASCII without the escape sequences of ISO 2022 (whose 7-bit bytes can be kanji) reads the same in
+        # every character set; decoded as pydicom (and raw_values) decode text.
+        first = value.decode("ascii").split("\\")[0].rstrip("\0 ")
     else:
         texts = element_texts(ds[tag])
         first = texts[0] if texts else ""

@@ -256,12 +256,21 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     for tag in tags:
         element = elements[tag]
         if received.get(tag) is element and type(element) is RawDataElement:
-            vr, length = element.VR, element.length
-            # Not what dcmwrite rewrites (see _raw_value), nor an element read as implicit VR in an explicit
-            # VR data set (which has no VR of two letters).
-            if (length != UNDEFINED and (element.value is not None or vr in PADDED_BINARY_VRS and not length % 2)
+            vr, length, value = element.VR, element.length, element.value
+            # Copied only where dcmwrite would write the same (see _raw_value): a value as long as its header
+            # says (not cut short; a deferred one only binary of even length, all in the buffer), and a VR
+            # of two letters (not an element read as implicit VR inside an explicit VR data set).
+            if (length != UNDEFINED and (len(value) == length if value is not None
+                                         else vr in PADDED_BINARY_VRS and not length % 2
+                                         and element.value_tell + length <= len(view))
                     and (implicit or vr is not None and len(vr) == 2)):
-                start = element.value_tell - (12 if not implicit and vr in EXPLICIT_VR_LENGTH_32 else 8)
+                long_header = not implicit and vr in EXPLICIT_VR_LENGTH_32
+                start = element.value_tell - (12 if long_header else 8)
+                if long_header and view[start + 6:start + 8] != b"\x00\x00":
+                    start = -1  # reserved bytes that dcmwrite writes as zeros: written the usual way below
+            else:
+                start = -1
+            if start >= 0:
                 if start != run_end:
                     if run_start >= 0:
                         out.write(view[run_start:run_end])

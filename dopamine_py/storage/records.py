@@ -50,7 +50,8 @@ def _new_id() -> str:
 # Kinds that grow with the archive (a provenance record per routed instance) have a SQLite table of their
 # own, named after the kind, with the fields they are looked up by as columns (the first one indexed).
 # In the shared table they cost every routed instance two more index pages in its commit, and a lookup
-# read every record of the kind.
+# read every record of the kind. Their ids (random, as everywhere) are not indexed: nothing looks these
+# records up by id on the ingest path, and a lookup by another column than the first reads them all.
 OWN_TABLES = {"provenance": ("sop_instance_uid", "received_sop_instance_uid")}
 
 
@@ -62,7 +63,8 @@ def insert_sqlite_record(conn: sqlite3.Connection, kind: str, record: dict[str, 
     if columns is None:
         conn.execute("INSERT INTO records (kind, id, body) VALUES (?, ?, ?)", (kind, record_id, body))
     else:
-        conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) VALUES (?, {', '.join('?' * len(columns))}, ?)",
+        placeholders = ", ".join("?" * len(columns))
+        conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) VALUES (?, {placeholders}, ?)",
                      (record_id, *(record.get(c) for c in columns), body))
     return record_id
 _mongo_counter = itertools.count()
@@ -115,10 +117,14 @@ class SQLiteRecords(RecordStore):
             extracted = ", ".join(f"json_extract(body, '$.{c}')" for c in columns)
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) "
-                                   f"SELECT id, {extracted}, body FROM records WHERE kind = ? ORDER BY seq", (kind,))
-                self._conn.execute("DELETE FROM records WHERE kind = ?", (kind,))
-                self._conn.execute("COMMIT")
+                try:
+                    self._conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) SELECT id, "
+                                       f"{extracted}, body FROM records WHERE kind = ? ORDER BY seq", (kind,))
+                    self._conn.execute("DELETE FROM records WHERE kind = ?", (kind,))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
 
     def _where(self, kind: str, equal: dict[str, Any]) -> tuple[str, list[Any]]:
         """FROM and WHERE of a query on records of ``kind`` whose fields equal ``equal``."""
@@ -153,8 +159,10 @@ class SQLiteRecords(RecordStore):
             if row is None:
                 return False
             body = {**json.loads(row[1]), **fields}
-            table = kind if kind in OWN_TABLES else "records"
-            self._conn.execute(f"UPDATE {table} SET body = ? WHERE seq = ?", (json.dumps(body), row[0]))
+            columns = OWN_TABLES.get(kind, ())
+            assignments = "".join(f", {c} = ?" for c in columns)  # the looked-up fields follow the body
+            self._conn.execute(f"UPDATE {kind if columns else 'records'} SET body = ?{assignments} WHERE seq = ?",
+                               (json.dumps(body), *(body.get(c) for c in columns), row[0]))
         return True
 
     def delete(self, kind: str, record_id: str) -> bool:

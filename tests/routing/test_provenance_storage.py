@@ -143,6 +143,11 @@ def test_provenance_has_an_indexed_table_of_its_own_and_older_records_move_there
         plan = conn.execute("EXPLAIN QUERY PLAN SELECT body FROM provenance WHERE sop_instance_uid = ?",
                             ("1.2.3",)).fetchall()
     assert "provenance_sop_instance_uid" in str(plan)
+    [newer] = records.find(PROVENANCE, sop_instance_uid="1.2.4")
+    assert records.update(PROVENANCE, newer["id"], sop_instance_uid="1.2.5", note="moved")
+    assert records.find(PROVENANCE, sop_instance_uid="1.2.4") == []  # the indexed column follows the body
+    assert [r["note"] for r in records.find(PROVENANCE, sop_instance_uid="1.2.5")] == ["moved"]
+    assert records.get(PROVENANCE, newer["id"])["sop_instance_uid"] == "1.2.5"
     assert records.delete(PROVENANCE, "old1") and records.find(PROVENANCE, sop_instance_uid="1.2.3") == []
     records.close()
 

@@ -352,3 +352,24 @@ def test_basic_profile_cost_per_instance():
     print(f"\nRuleSet.apply, basic profile, CT_small.dcm: {per_instance_ms:.2f} ms per instance")
     # A generous bound for a shared 2-core machine; the figure itself goes in the report.
     assert per_instance_ms < 15
+
+
+def test_a_patient_id_in_iso_2022_japanese_gets_the_pseudonym_of_its_text():
+    """ISO 2022 IR 87 writes kanji as 7-bit bytes between escape sequences: bytes that are all ASCII but
+    are not ASCII text. The pseudonym (and the date offset) derive from the decoded Patient ID."""
+    import io
+
+    from pydicom.data import get_charset_files
+    from pydicom.filewriter import dcmwrite
+
+    ds = dcmread(get_charset_files("chrH31.dcm")[0])
+    ds.PatientID = "山田太郎"
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds)
+    encoded_id = buffer.getvalue()
+    assert b"\x1b$B" in encoded_id and "山田太郎".encode("utf-8") not in encoded_id
+    received = dcmread(io.BytesIO(encoded_id), defer_size=1024)
+    routed = load_ruleset(Path(__file__).resolve().parents[2] / "rules" / "basic-profile.xml").apply(
+        received, None, SECRETS).dataset
+    key = SECRETS["deidentification"].encode("utf-8")
+    assert routed.PatientID == keyed.pseudonym(key, "山田太郎", "ANON-", 10)
