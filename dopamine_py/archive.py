@@ -174,7 +174,7 @@ class ArchiveService:
     def store_dataset(self, ds: Dataset, source: Source, permits: Permits | None = None) -> StoreResult:
         """Store a data set built in memory (conversion, tests); it is encoded as a Part 10 file first."""
         try:
-            data = encode_part10(ds)
+            data = part10.encode_part10(ds)
         except Exception as exc:  # pydicom raises several types for unencodable data sets
             return self._failed(getattr(ds, "SOPInstanceUID", None), f"cannot encode data set: {exc}", CANNOT_UNDERSTAND, source)
         return self.store_bytes(data, source, permits=permits)
@@ -508,12 +508,6 @@ def uid_of(ds: Dataset, tag: int) -> str:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         value = value[0] if len(value) else ""
     return str(value or "")
-
-
-def encode_part10(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _check_complete(ds: Dataset, size: int) -> None:

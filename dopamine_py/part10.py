@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import BinaryIO
 
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
 
 PREAMBLE = b"\0" * 128 + b"DICM"
 # Explicit VRs whose elements have a 4-byte length (after 2 reserved bytes), PS3.5 7.1.2
 LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+
+
+def encode_part10(ds: Dataset) -> bytes:
+    """A data set (with its File Meta Information) as a Part 10 file, as ``dcmwrite(...,
+    enforce_file_format=True)`` writes it."""
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _element(element: int, vr: bytes, value: bytes) -> bytes:

@@ -25,12 +25,13 @@ from pydicom.charset import convert_encodings, default_encoding, encode_string
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import dcmwrite, write_data_element
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from dopamine_py import raw_values
+from dopamine_py.part10 import encode_part10  # the reference: dcmwrite's bytes
 
 PIXEL_DATA = 0x7FE00010
 META_GROUP_LENGTH = 0x00020000
@@ -55,13 +56,6 @@ STRING_TYPES = (str, UID)
 LIST_TYPES = (list, MultiValue)
 
 Header = Callable[[int, "str | None", int], "bytes | None"]
-
-
-def encode_part10(ds: Dataset) -> bytes:
-    """The data set as ``dcmwrite(..., enforce_file_format=True)`` writes it: the reference."""
-    buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:

@@ -14,9 +14,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-import routing.encoding
+import dopamine_py.part10
 from dopamine_py.document import to_document
-from routing.encoding import encode_part10, encode_routed
+from dopamine_py.part10 import encode_part10
+from routing.encoding import encode_routed
 from routing.engine import load_ruleset
 from rules_helpers import SECRETS, ruleset
 
@@ -95,7 +96,7 @@ def test_a_de_identified_instance_is_encoded_without_dcmwrite(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("dcmwrite called")
 
-    monkeypatch.setattr(routing.encoding, "dcmwrite", refuse)
+    monkeypatch.setattr(dopamine_py.part10, "dcmwrite", refuse)  # what encode_routed falls back on
     assert encode_routed(routed) == expected
 
 
