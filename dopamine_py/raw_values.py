@@ -104,8 +104,13 @@ def _plain(data: bytes, vr: str, encodings: list[str]) -> list[str]:
     return data.decode(DEFAULT_ENCODING).rstrip(" \0").split("\\")
 
 
+def uids(data: bytes) -> list[str]:
+    """The values of an encoded UI element as pydicom decodes them (each value stripped, as its UID does)."""
+    return [v.strip() for v in data.decode(DEFAULT_ENCODING).rstrip(" \0").split("\\")]
+
+
 def _uids(data: bytes, vr: str, encodings: list[str]) -> list[str]:
-    return [v.strip() for v in _plain(data, vr, encodings)]  # pydicom's UID strips each value
+    return uids(data)
 
 
 def _application_entities(data: bytes, vr: str, encodings: list[str]) -> list[str]:

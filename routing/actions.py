@@ -289,10 +289,16 @@ def is_instance_uid_tag(tag: int) -> bool:
     return not keyword.endswith(_NOT_INSTANCE_KEYWORDS)
 
 
+def mapped_uid(key: bytes, text: str) -> str:
+    """The keyed image of a UID; the text itself when it is empty or a UID of the standard (a transfer
+    syntax or an SOP class identifies nobody)."""
+    stripped = text.strip()
+    return text if not stripped or stripped.rstrip("\0") in UID_dictionary else keyed.replacement_uid(key, text)
+
+
 def map_uid_value(element, key: bytes) -> None:
     texts = element_texts(element)
-    new = [t if (not t.strip() or t.strip().rstrip("\0") in UID_dictionary) else keyed.replacement_uid(key, t)
-           for t in texts]
+    new = [mapped_uid(key, t) for t in texts]
     if new != texts:
         element.value = new[0] if len(new) == 1 else new
 

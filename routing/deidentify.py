@@ -33,13 +33,15 @@ from pathlib import Path
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary
+
+from dopamine_py import raw_values
 
 from . import encoded, keyed
 from .actions import (
     Action,
     LONGITUDINAL_TEMPORAL,
     map_uid_value,
+    mapped_uid,
     remove_private,
     shift_da,
     shift_dt,
@@ -266,14 +268,13 @@ class _Run:
 
     def map_encoded_uids(self, ds: Dataset, raw: RawDataElement, code: str) -> None:
         """U, D and C of a UID element still encoded: what ``treat`` does to it, without decoding it."""
-        uids = encoded.uid_texts(raw)
+        uids = raw_values.uids(raw.value)
         if uids == [""]:  # no value: D gives a dummy UID (as ``dummy``), U and C leave it
             if code == "D":
                 element_store(ds)[raw.tag] = encoded.uid_element(
                     raw.tag, [keyed.replacement_uid(self.key, f"dummy:{raw.tag:08X}")], encoded.encoding_of(ds, raw))
             return
-        mapped = [uid if not uid or uid.rstrip("\0") in UID_dictionary else keyed.replacement_uid(self.key, uid)
-                  for uid in uids]
+        mapped = [mapped_uid(self.key, uid) for uid in uids]
         if mapped != uids:
             element_store(ds)[raw.tag] = encoded.uid_element(raw.tag, mapped, encoded.encoding_of(ds, raw))
 

@@ -18,12 +18,12 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
+from .encoding import NUMBER_FORMATS, PADDED_BINARY_VRS  # the encoder's: what pydicom's writer does
+
 # The padding pydicom's writer adds to an odd-length value of each kind.
 NUL_PADDED = frozenset({"UI"})
 SPACE_PADDED = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
                           "UR", "UT"})
-BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
-NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
 
 
 def encoding_of(ds: Dataset, element: DataElement | RawDataElement | None = None) -> tuple[bool, bool] | None:
@@ -44,8 +44,8 @@ def value_bytes(vr: str, value: str | int | float | bytes | None, little: bool) 
         data = value.encode("ascii")
         return data + (b"\x00" if vr in NUL_PADDED else b" ") if len(data) % 2 else data
     if isinstance(value, bytes):
-        return value if vr in BINARY and len(value) % 2 == 0 else None
-    code = NUMBERS.get(vr)
+        return value if vr in PADDED_BINARY_VRS and len(value) % 2 == 0 else None
+    code = NUMBER_FORMATS.get(vr)
     if code is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if code in "fd" and isinstance(value, int):
@@ -65,11 +65,6 @@ def raw_replacement(tag: int, vr: str, value: str | int | float | bytes | None,
     if data is None:
         return None
     return _raw(tag, vr, data, encoding)
-
-
-def uid_texts(raw: RawDataElement) -> list[str]:
-    """The UIDs of an encoded UI element as pydicom decodes them (each value stripped)."""
-    return [v.strip() for v in raw.value.decode("latin-1").rstrip(" \x00").split("\\")]
 
 
 def uid_element(tag: int, uids: list[str], encoding: tuple[bool, bool]) -> RawDataElement | None:

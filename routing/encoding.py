@@ -193,7 +193,7 @@ def _uid_text(element: DataElement | RawDataElement) -> str | None:
     """A UID element's text as pydicom decodes it, when that is plain (None otherwise)."""
     value = element.value
     if type(element) is RawDataElement:
-        return value.decode("latin-1").rstrip(" \x00").strip() if value is not None else None  # as raw_values
+        return "\\".join(raw_values.uids(value)) if value is not None else None
     return value if type(value) in STRING_TYPES else None
 
 
