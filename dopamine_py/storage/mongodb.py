@@ -55,7 +55,7 @@ from .base import (
     fits_inline,
 )
 from .mongo_query import compile_query, first_value_path
-from .records import mongo_collection, mongo_document
+from .records import insert_mongo_record, mongo_records
 
 log = logging.getLogger(__name__)
 
@@ -252,17 +252,13 @@ class MongoBackend(Backend):
             return outcome
 
     def _insert_records(self, extra_records: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
-        written = []
-        for kind, body in extra_records:
-            document = mongo_document(body)
-            self.database.get_collection(mongo_collection(kind), write_concern=DURABLE).insert_one(document)
-            written.append((mongo_collection(kind), document["_id"]))
-        return written
+        """(kind, id) of each record written."""
+        return [(kind, insert_mongo_record(self.database, kind, body)) for kind, body in extra_records]
 
     def _remove_records(self, written: list[tuple[str, str]], uid: str) -> None:
         try:
-            for collection, record_id in written:
-                self.database.get_collection(collection, write_concern=DURABLE).delete_one({"_id": record_id})
+            for kind, record_id in written:
+                mongo_records(self.database, kind).delete_one({"_id": record_id})
         except PyMongoError as exc:  # the original failure matters more; say what may be left behind
             log.error("records %s of %s may be left behind by a failed store: %s", written, uid, exc)
 

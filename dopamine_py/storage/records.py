@@ -67,6 +67,8 @@ def insert_sqlite_record(conn: sqlite3.Connection, kind: str, record: dict[str, 
         conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) VALUES (?, {placeholders}, ?)",
                      (record_id, *(record.get(c) for c in columns), body))
     return record_id
+
+
 _mongo_counter = itertools.count()
 
 
@@ -74,11 +76,24 @@ def mongo_collection(kind: str) -> str:
     return f"records_{kind}"
 
 
-def mongo_document(record: dict[str, Any]) -> dict[str, Any]:
+def mongo_records(database, kind: str):
+    """The collection of the records of ``kind``, its writes acknowledged by a majority with journal."""
+    collection = database[mongo_collection(kind)]
+    try:
+        from pymongo import WriteConcern
+
+        return collection.with_options(write_concern=WriteConcern(w="majority", j=True))
+    except (ImportError, TypeError, AttributeError):  # mongomock accepts no write concern
+        return collection
+
+
+def insert_mongo_record(database, kind: str, record: dict[str, Any]) -> str:
+    """Insert a record durably; returns its id (for MongoRecords, and for a backend's put)."""
     record_id = record.get("id") or _new_id()
     # Nanoseconds plus a counter: an order of insertion that survives restarts and several nodes.
     seq = time.time_ns() + next(_mongo_counter) % 1000
-    return {**record, "_id": record_id, "id": record_id, "seq": seq}
+    mongo_records(database, kind).insert_one({**record, "_id": record_id, "id": record_id, "seq": seq})
+    return record_id
 
 
 class SQLiteRecords(RecordStore):
@@ -186,18 +201,10 @@ class MongoRecords(RecordStore):
         return getattr(backend, "database", None) is self._db
 
     def _collection(self, kind: str):
-        collection = self._db[mongo_collection(kind)]
-        try:
-            from pymongo import WriteConcern
-
-            return collection.with_options(write_concern=WriteConcern(w="majority", j=True))
-        except (ImportError, TypeError, AttributeError):  # mongomock accepts no write concern
-            return collection
+        return mongo_records(self._db, kind)
 
     def insert(self, kind: str, record: dict[str, Any]) -> str:
-        document = mongo_document(record)
-        self._collection(kind).insert_one(document)
-        return document["id"]
+        return insert_mongo_record(self._db, kind, record)
 
     def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
         doc = self._collection(kind).find_one({"_id": record_id})
