@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from dopamine_py.storage.sqlite_transaction import write_transaction
+
 from .model import AuditEntry, Constraint, Principal, Rule, Service, TokenRecord, UserRecord
 from .store import AclConflict, AclStore, now_iso, rule_detail, token_detail
 
@@ -68,17 +70,11 @@ class SqliteAclStore(AclStore):
     @contextmanager
     def _change(self, actor: str, action: str) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
         """A write transaction that also records its audit entry; the caller fills in ``detail``."""
-        conn = self._conn()
         detail: dict[str, Any] = {}
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._conn()) as conn:
             yield conn, detail
             conn.execute("INSERT INTO acl_audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
                          (now_iso(), actor, action, json.dumps(detail, sort_keys=True)))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from .sqlite_transaction import write_transaction
+
 
 class RecordStore(ABC):
     @abstractmethod
@@ -130,16 +132,10 @@ class SQLiteRecords(RecordStore):
             if self._conn.execute("SELECT 1 FROM records WHERE kind = ? LIMIT 1", (kind,)).fetchone() is None:
                 continue
             extracted = ", ".join(f"json_extract(body, '$.{c}')" for c in columns)
-            with self._lock:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) SELECT id, "
-                                       f"{extracted}, body FROM records WHERE kind = ? ORDER BY seq", (kind,))
-                    self._conn.execute("DELETE FROM records WHERE kind = ?", (kind,))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+            with self._lock, write_transaction(self._conn) as conn:
+                conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) SELECT id, "
+                             f"{extracted}, body FROM records WHERE kind = ? ORDER BY seq", (kind,))
+                conn.execute("DELETE FROM records WHERE kind = ?", (kind,))
 
     def _where(self, kind: str, equal: dict[str, Any]) -> tuple[str, list[Any]]:
         """FROM and WHERE of a query on records of ``kind`` whose fields equal ``equal``."""

@@ -45,6 +45,7 @@ from .base import (
 )
 from .records import insert_sqlite_record
 from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr, split_query
+from .sqlite_transaction import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,7 @@ class SQLiteBackend(Backend):
 
     def _add_summaries(self, conn: sqlite3.Connection) -> None:
         """Give a store made before the summaries existed its summaries (once, in one transaction)."""
-        conn.execute("BEGIN IMMEDIATE")  # another process opening the same store waits, then finds it done
-        try:
+        with write_transaction(conn):  # another process opening the same store waits, then finds it done
             columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
             if "summary_id" not in columns:
                 log.warning("adding patient, study and series summaries to %s (once)", self.db_path)
@@ -249,10 +249,6 @@ class SQLiteBackend(Backend):
                 for name in ("instances_patient", "instances_modality", "instances_sop_class"):
                     conn.execute(f"DROP INDEX IF EXISTS {name}")
             conn.execute("CREATE INDEX IF NOT EXISTS instances_summary ON instances(summary_id)")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _create_attribute_indexes(self, conn: sqlite3.Connection, keywords: list[str]) -> None:
         for keyword in keywords:
@@ -545,13 +541,8 @@ class SQLiteBackend(Backend):
                                (sop_instance_uid,)).fetchone()
             if row is None:
                 return False
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 self._delete_instance_row(conn, row[0])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             blob_path = row[1]
             if blob_path and not conn.execute("SELECT 1 FROM superseded WHERE blob_path = ?", (blob_path,)).fetchone():
                 (self.data_dir / blob_path).unlink(missing_ok=True)
