@@ -520,7 +520,7 @@ def _contexts_for(matches) -> list:
     wanted: dict[str, list[str]] = {}
     for inst in matches:
         syntaxes = wanted.setdefault(inst.sop_class_uid, [])
-        for ts in (inst.transfer_syntax_uid, ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        for ts in _syntaxes_for(inst):
             if ts not in syntaxes:
                 syntaxes.append(ts)
     contexts = []
