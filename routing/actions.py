@@ -6,10 +6,11 @@ admin when it cannot do its job on this data set; the engine then refuses the wh
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Union
+from typing import Callable, Union
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
@@ -27,6 +28,9 @@ from .values import element_texts, empty, set_value
 
 class Action:
     name = "Action"
+    # True for an action that calls ctx.journal.touch(tag) (when there is a journal) before it changes, adds
+    # or removes a top-level element or anything in it; the engine then compares only those.
+    reports_changes = False
 
     def apply(self, ctx: Context) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -381,8 +385,12 @@ class Pseudonymize(Action):
 # ---------------------------------------------------------------------------------- private tags
 
 
-def remove_private(ds: Dataset, keep: frozenset[str]) -> None:
-    """Remove private elements (in sequences too), except the blocks of the creators in ``keep``."""
+def remove_private(ds: Dataset, keep: frozenset[str], touch: Callable[[int], None] | None = None,
+                   before_change: Callable[[], None] | None = None) -> None:
+    """Remove private elements (in sequences too), except the blocks of the creators in ``keep``.
+
+    ``touch(tag)`` is called before a top-level element (or something in it) is changed, for a change
+    journal (see changes.Journal); in items, ``before_change()`` before the first change."""
     kept_blocks: set[tuple[int, int]] = set()
     doomed = []
     # Only private elements and sequences need a look; most data sets have few of either.
@@ -392,8 +400,7 @@ def remove_private(ds: Dataset, keep: frozenset[str]) -> None:
         group, elem = tag >> 16, tag & 0xFFFF
         if group % 2 == 0:
             if vr_of(tag, raw) == "SQ":
-                for item in ds[tag].value or []:
-                    remove_private(item, keep)
+                _remove_private_in_items(ds, tag, keep, touch, before_change)
             continue
         if 0x0010 <= elem <= 0x00FF:
             creator = str(ds[tag].value or "").strip()
@@ -404,12 +411,24 @@ def remove_private(ds: Dataset, keep: frozenset[str]) -> None:
             continue
         if (group, elem >> 8) in kept_blocks and elem >= 0x1000:
             if vr_of(tag, raw) == "SQ":
-                for item in ds[tag].value or []:
-                    remove_private(item, keep)
+                _remove_private_in_items(ds, tag, keep, touch, before_change)
             continue
         doomed.append(tag)
     for tag in doomed:
+        if touch is not None:
+            touch(tag)
+        elif before_change is not None:
+            before_change()
         del ds[tag]
+
+
+def _remove_private_in_items(ds: Dataset, tag: int, keep: frozenset[str], touch: Callable[[int], None] | None,
+                             before_change: Callable[[], None] | None) -> None:
+    # Touched only if something in the items goes: a touched sequence costs a snapshot of its items.
+    if touch is not None:
+        before_change = functools.partial(touch, tag)
+    for item in ds[tag].value or []:
+        remove_private(item, keep, before_change=before_change)
 
 
 @dataclass

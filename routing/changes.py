@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from dopamine_py import raw_values
 
@@ -50,19 +51,90 @@ class Snapshot(NamedTuple):
 
 
 def snapshot(ds: Dataset) -> Snapshot:
+    return _snapshot_of(ds, element_store(ds))
+
+
+def _snapshot_of(ds: Dataset, elements_of: dict) -> Snapshot:
+    """A snapshot of ``ds`` restricted to the tags of ``elements_of`` (its whole store, or some of it)."""
     store = element_store(ds)
-    for tag, element in list(store.items()):
-        if type(element) is RawDataElement and (element.VR == "SQ"
-                                                 or element.VR is None and vr_of(tag, element) == "SQ"):
+    for tag in [t for t, e in elements_of.items() if type(e) is RawDataElement and (e.VR == "SQ" or e.VR is None)]:
+        if vr_of(tag, store[tag]) == "SQ":
             ds[tag]  # decode the sequence (of the engine's own copy) to see its items
+    # Taken after the decoding: decoding a sequence decodes other elements in place (Pixel Representation,
+    # private creators), whose values must be kept as they are now, since an action may then assign a new one.
+    elements = {tag: store[tag] for tag in elements_of} if elements_of is not store else dict(store)
     items = {tag: [snapshot(item) for item in element.value or []]
-             for tag, element in store.items() if type(element) is not RawDataElement and element.VR == "SQ"}
-    # Taken last: decoding a sequence decodes other elements in place (Pixel Representation, private
-    # creators), whose values must be kept as they are now, since an action may then assign a new one.
-    elements = dict(store)
+             for tag, element in elements.items() if type(element) is not RawDataElement and element.VR == "SQ"}
     values = {tag: element.value for tag, element in elements.items()
               if type(element) is not RawDataElement and tag not in items}
     return Snapshot(ds, elements, values, items)
+
+
+class Journal:
+    """The changes of a rule whose actions say which top-level elements they are about to change
+    (``Action.reports_changes``), without snapshots of the whole data set.
+
+    ``touch(tag)`` before an element (or anything inside a sequence) is changed, removed or added keeps it
+    as it is; ``changes`` then compares the touched elements only, as ``diff`` compares whole snapshots,
+    in the same order. An element touched but left alone is no change."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.store = element_store(ds)
+        self.order = list(self.store)  # where the elements were: changes come in the data set's order
+        # tag -> as it was: the element itself when encoded and not a sequence (immutable: the common case,
+        # kept at no cost), a snapshot of that element alone otherwise, None when it was absent
+        self.before: dict = {}
+
+    def touch(self, tag: int) -> None:
+        if tag in self.before:
+            return
+        element = self.store.get(tag)
+        if type(element) is RawDataElement and element.VR != "SQ" and (element.VR is not None
+                                                                        or vr_of(tag, element) != "SQ"):
+            self.before[tag] = element
+        else:
+            self.before[tag] = None if element is None else _snapshot_of(self.ds, {tag: element})
+
+    def changes(self, rule: str | int) -> list[PendingChange]:
+        """What ``diff`` finds between snapshots before and after, for the touched elements."""
+        before, ds, store = self.before, self.ds, self.store
+        if any(type(kept) is Snapshot for kept in before.values()):
+            return self._compared(rule)
+        # The common case, written out: encoded elements replaced, removed or added.
+        pending: list[PendingChange] = []
+        for tag in self.order:
+            old = before.get(tag)
+            if old is None:
+                continue
+            new = store.get(tag)
+            if new is old:
+                continue
+            if new is None:
+                pending.append(PendingChange((int(tag),), (old, None, ds), None, rule))
+            elif type(new) is RawDataElement:
+                pending.append(PendingChange((int(tag),), (old, None, ds), (new, None, ds), rule))
+            elif new.VR != "SQ":
+                pending.append(PendingChange((int(tag),), (old, None, ds), (new, new.value, ds), rule))
+            else:
+                return self._compared(rule)
+        added = {tag: element for tag, element in store.items() if tag in before and before[tag] is None}
+        if added:
+            _added(_snapshot_of(ds, added), None, (), rule, pending)
+        return pending
+
+    def _compared(self, rule: str | int) -> list[PendingChange]:
+        then = Snapshot(self.ds, {}, {}, {})
+        for tag in self.order:
+            kept = self.before.get(tag)
+            if type(kept) is Snapshot:
+                then.elements.update(kept.elements)
+                then.values.update(kept.values)
+                then.items.update(kept.items)
+            elif kept is not None:
+                then.elements[tag] = kept
+        now = _snapshot_of(self.ds, {t: e for t, e in self.store.items() if t in self.before})
+        return diff(then, now, rule)
 
 
 # A flat entry: (element, its value object or a sequence's item count, containing data set); a change's
@@ -94,7 +166,7 @@ def _decoded(entry: tuple[Any, Any, Dataset]) -> tuple[str, Any]:
 def _decoded_raw(tag: int, vr: str | None, value: bytes | None, implicit: bool, little: bool) -> tuple[str, Any]:
     """Remembered: the instances of a series mostly carry the same values, and decoding is most of the
     cost of describing what the rules changed."""
-    raw = RawDataElement(tag, vr, len(value or b""), value, 0, implicit, little, True, False)
+    raw = RawDataElement(BaseTag(tag), vr, len(value or b""), value, 0, implicit, little, True, False)
     if vr in PLAIN_TEXT_VRS:
         # Without pydicom's element: raw_values reads these as pydicom does (tests/test_raw_values.py),
         # here in pydicom's default character set, as convert_raw_data_element without a data set does.
@@ -172,7 +244,8 @@ def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
     if type(element) is not RawDataElement or element.value is None or (element.tag >> 16 & 1
                                                                          and element.VR in (None, "UN")):
         return False
-    return element.tag, element.VR, element.value, element.is_implicit_VR, element.is_little_endian
+    # int: a BaseTag compares in Python, and the cache compares keys on every hit
+    return int(element.tag), element.VR, element.value, element.is_implicit_VR, element.is_little_endian
 
 
 @lru_cache(maxsize=8192)
@@ -186,7 +259,7 @@ def _raw_entry(signature: tuple | None) -> tuple[RawDataElement, None, None] | N
     if signature is None:
         return None
     tag, vr, value, implicit, little = signature
-    return RawDataElement(tag, vr, len(value), value, 0, implicit, little, True, False), None, None
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, little, True, False), None, None
 
 
 def _resolve(key: tuple[int, ...], before: tuple[Any, Any, Dataset] | None, after: tuple[Any, Any, Dataset] | None,

@@ -19,3 +19,5 @@ class Context:
     stop: bool = False
     # Set by Pseudonymize so that a later Deidentify keeps the pseudonym instead of a dummy.
     pseudonymized: bool = False
+    # Set by the engine while a rule whose actions report what they change runs (Action.reports_changes).
+    journal: Any = None  # changes.Journal

@@ -178,6 +178,7 @@ class Deidentify(Action):
     secret: str = keyed.DEFAULT_SECRET
     max_days: int = 365
     name = "Deidentify"
+    reports_changes = True
 
     def apply(self, ctx: Context) -> None:
         run = _Run(self, ctx, plan_for(self.options))
@@ -203,6 +204,7 @@ class _Run:
 
     def execute(self) -> None:
         ds = self.ctx.ds
+        self.touch = self.ctx.journal.touch if self.ctx.journal is not None else _untracked
         options = self.action.options
         self.original_patient_id = _text(ds, PATIENT_ID)
         if "retainLongitudinalModifiedDates" in options:
@@ -213,7 +215,7 @@ class _Run:
                       "retainPatientCharacteristics", "retainDeviceIdentity"}:
             self._identifiers = identifier_pattern(ds)
         keep = self.action.safe_private_creators if "retainSafePrivate" in options else frozenset()
-        remove_private(ds, keep)
+        remove_private(ds, keep, self.touch)
         self.process(ds, top=True, free_text=None)
         if "retainUIDs" not in options:
             sync_media_storage_uid(ds)
@@ -229,6 +231,7 @@ class _Run:
         written out: this loop runs for every element of every de-identified instance."""
         store = element_store(ds)
         exact = self.plan.exact
+        touch = self.touch if top else _untracked  # changes in items: their top-level sequence was touched
         for key, raw in list(store.items()):
             tag = int(key)
             group = tag >> 16
@@ -239,11 +242,13 @@ class _Run:
                 code = free_text
             if code is None or code == "K":
                 if raw.VR == "SQ" or raw.VR is None and vr_of(tag, raw) == "SQ":
+                    touch(key)
                     self.items(ds[tag], free_text)
                 continue
             personal = top and tag in (PATIENT_ID, PATIENT_NAME)
             if personal and code in ("D", "Z") and self.ctx.pseudonymized:
                 continue  # an earlier Pseudonymize already replaced it with a non-identifying value
+            touch(key)
             if code == "X":
                 del ds[tag]  # without decoding it first
                 continue
@@ -268,15 +273,11 @@ class _Run:
 
     def map_encoded_uids(self, ds: Dataset, raw: RawDataElement, code: str) -> None:
         """U, D and C of a UID element still encoded: what ``treat`` does to it, without decoding it."""
-        uids = raw_values.uids(raw.value)
-        if uids == [""]:  # no value: D gives a dummy UID (as ``dummy``), U and C leave it
-            if code == "D":
-                element_store(ds)[raw.tag] = encoded.uid_element(
-                    raw.tag, [keyed.replacement_uid(self.key, f"dummy:{raw.tag:08X}")], encoded.encoding_of(ds, raw))
-            return
-        mapped = [mapped_uid(self.key, uid) for uid in uids]
-        if mapped != uids:
-            element_store(ds)[raw.tag] = encoded.uid_element(raw.tag, mapped, encoded.encoding_of(ds, raw))
+        replacement = mapped_uid_element(self.key, raw.tag, raw.value, code == "D", encoded.encoding_of(ds, raw))
+        if replacement is None:  # a value this module does not encode
+            map_uid_value(ds[raw.tag], self.key)
+        elif replacement is not False:
+            element_store(ds)[raw.tag] = replacement
 
     def items(self, element, free_text: str | None) -> None:
         for item in element.value or []:
@@ -360,7 +361,8 @@ class _Run:
         codes = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ", Sequence([cheap_copy(item) for item in items]))
         for tag, vr, value in ((PATIENT_IDENTITY_REMOVED, "CS", "YES"), (DEIDENTIFICATION_METHOD, "LO", text),
                                (DEIDENTIFICATION_METHOD_CODES, "SQ", codes), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
-            element = codes if vr == "SQ" else encoded.raw_replacement(tag, vr, value, encoding)
+            self.touch(tag)
+            element = codes if vr == "SQ" else recorded_element(tag, vr, value, encoding)
             if element is not None:
                 store[element.tag] = element  # a BaseTag: the key of a new element
             else:
@@ -381,6 +383,29 @@ def method_record(options: frozenset[str]) -> tuple[str, tuple[Dataset, ...]]:
         item.add_new(0x00080104, "LO", meaning)  # Code Meaning
         items.append(item)
     return "\\".join(m[:64] for m in methods), tuple(items)
+
+
+@lru_cache(maxsize=4096)  # the study, series and frame of reference UIDs of a series' instances are the same
+def mapped_uid_element(key: bytes, tag: int, value: bytes, dummy: bool,
+                       encoding: tuple[bool, bool]) -> RawDataElement | bool | None:
+    """The encoded UID element that replaces an encoded one: its UIDs mapped, or for D of an empty one, a
+    dummy UID (as ``_Run.dummy``; U and C leave an empty one). False when it stays as it is, None when the
+    replacement is not one routing/encoded.py makes (a UID kept as it is, but not ASCII)."""
+    uids = raw_values.uids(value)
+    if uids == [""]:
+        if not dummy:
+            return False
+        return encoded.uid_element(tag, [keyed.replacement_uid(key, f"dummy:{tag:08X}")], encoding)
+    mapped = [mapped_uid(key, uid) for uid in uids]
+    return encoded.uid_element(tag, mapped, encoding) if mapped != uids else False
+
+
+# The profile's record, encoded: the same few elements go into every de-identified instance.
+recorded_element = lru_cache(maxsize=256)(encoded.raw_replacement)
+
+
+def _untracked(tag: int) -> None:
+    """No journal: the engine compares snapshots of the whole data set."""
 
 
 def dummy_of(vr: str):

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from pydicom.dataset import Dataset
 
 from .actions import Action
-from .changes import Change, PendingChange, diff, resolve_all, snapshot
+from .changes import Change, Journal, PendingChange, diff, resolve_all, snapshot
 from .conditions import Condition
 from .copying import cheap_copy
 from .context import Context
@@ -46,6 +46,11 @@ class Rule:
     @property
     def modifies(self) -> bool:
         return any(p.action.modifies for p in self.actions)
+
+    @property
+    def reports_changes(self) -> bool:
+        """Every action that modifies says what it touches (see changes.Journal): no snapshots needed."""
+        return all(p.action.reports_changes for p in self.actions if p.action.modifies)
 
 
 @dataclass
@@ -100,7 +105,12 @@ class RuleSet:
             if not applies:
                 continue
             fired.append(rule.label)
-            before = snapshot(work) if rule.modifies else None
+            before = journal = None
+            if rule.modifies:
+                if rule.reports_changes:
+                    journal = ctx.journal = Journal(work)
+                else:
+                    before = snapshot(work)
             for placed in rule.actions:
                 try:
                     placed.action.apply(ctx)
@@ -111,7 +121,10 @@ class RuleSet:
                                                placed.action.name) from exc
                 if ctx.stop:
                     break
-            if before is not None:
+            if journal is not None:
+                changes.extend(journal.changes(rule.label))
+                ctx.journal = None
+            elif before is not None:
                 changes.extend(diff(before, snapshot(work), rule.label))
         return RoutingResult(work, ctx.decision, ctx.reason, list(ctx.forward), fired, changes)
 

@@ -96,3 +96,52 @@ def test_a_value_assigned_in_place_and_an_emptied_sequence_are_changes():
     keys = [p.key for p in changes.diff(before, changes.snapshot(work), "r")]
     assert (0x00100010,) in keys and (0x00081115,) in keys
     assert (0x00081115, 0, 0x00100010) in keys  # the item's elements are gone with it
+
+
+JOURNALED = {
+    "basic profile": RULE_SETS["basic profile"],
+    "profile with options": RULE_SETS["profile with options"],
+    "profile after other rules": lambda: ruleset(
+        '<Pseudonymize/><SetElement tag="ReferencedImageSequence[0].ReferencedSOPInstanceUID" value="1.2.3"/>',
+        extra_rules='<Rule name="r2"><Action><Deidentify profile="basic" retainUIDs="true" cleanDescriptors="true"/>'
+                    '</Action></Rule>'),
+}
+
+
+@pytest.mark.parametrize("rules", JOURNALED)
+def test_a_journal_finds_what_snapshots_find(rules, monkeypatch):
+    """A rule whose actions say what they touch (the profile) is not compared whole: the changes, in their
+    order, are those that snapshots of the whole data set find, on every sample file."""
+    rule_set = JOURNALED[rules]()
+    assert any(rule.reports_changes for rule in rule_set.rules)
+    compared = 0
+    for path, data in quiet_samples():
+        try:
+            journaled = rule_set.apply(parsed(data), None, SECRETS)
+        except Exception:
+            continue
+        with monkeypatch.context() as patched:
+            patched.setattr(type(rule_set.rules[0]), "reports_changes", property(lambda rule: False))
+            assert not any(rule.reports_changes for rule in rule_set.rules)
+            compared_whole = rule_set.apply(parsed(data), None, SECRETS)
+        assert journaled.changes == compared_whole.changes, path.name
+        compared += 1
+    assert compared > 100
+
+
+def test_a_journal_sees_private_elements_removed_from_items():
+    """The profile removes private elements inside sequences before it walks the data set: the sequence
+    is touched before the first of them goes, so their removal is a change of its own."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    item = ds.ReferencedImageSequence[0] if "ReferencedImageSequence" in ds else None
+    if item is None:
+        from pydicom.dataset import Dataset
+
+        item = Dataset()
+        item.ReferencedSOPInstanceUID = "1.2.3.4"
+        ds.ReferencedImageSequence = [item]
+    item.add_new(0x00090010, "LO", "ACME")
+    item.add_new(0x00091001, "LO", "identifying")
+    result = RULE_SETS["basic profile"]().apply(ds, None, SECRETS)
+    removed = {c.path for c in result.changes if c.kind == "removed"}
+    assert {"ReferencedImageSequence[0].(0009,0010)", "ReferencedImageSequence[0].(0009,1001)"} <= removed, removed
