@@ -6,8 +6,10 @@ import io
 import struct
 from typing import BinaryIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
+from pydicom.tag import BaseTag
 
 PREAMBLE = b"\0" * 128 + b"DICM"
 # Explicit VRs whose elements have a 4-byte length (after 2 reserved bytes), PS3.5 7.1.2
@@ -64,8 +66,9 @@ def skip_file_meta(stream: BinaryIO) -> None:
 
 def file_meta(header: bytes) -> FileMetaDataset:
     """The File Meta Information of a header made by ``file_header`` (explicit VR little endian, group 0002
-    only), without pydicom's file reader: it is rebuilt for every data set received."""
-    meta = FileMetaDataset()
+    only), without pydicom's file reader: it is rebuilt for every data set received. Its elements are
+    encoded, as pydicom's reader leaves them: decoded when read, copied as they are when written."""
+    elements = {}
     offset = len(PREAMBLE)
     while offset < len(header):
         element, vr = struct.unpack_from("<2xH2s", header, offset)
@@ -75,11 +78,10 @@ def file_meta(header: bytes) -> FileMetaDataset:
         else:
             length = struct.unpack_from("<H", header, offset + 6)[0]
             offset += 8
-        value = header[offset:offset + length]
+        tag = BaseTag(0x00020000 | element)
+        elements[tag] = RawDataElement(tag, vr.decode(), length, header[offset:offset + length], offset,
+                                       False, True, True, False)
         offset += length
-        if vr == b"UL":
-            meta.add_new(0x00020000 | element, "UL", struct.unpack("<I", value)[0])
-        else:
-            meta.add_new(0x00020000 | element, vr.decode(), value if vr == b"OB" else value.decode("ascii").rstrip("\0 "))
+    meta = FileMetaDataset(elements)
     meta.set_original_encoding(False, True, "iso8859")  # as pydicom's reader marks a meta group it read
     return meta

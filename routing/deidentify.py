@@ -273,7 +273,7 @@ class _Run:
 
     def map_encoded_uids(self, ds: Dataset, raw: RawDataElement, code: str) -> None:
         """U, D and C of a UID element still encoded: what ``treat`` does to it, without decoding it."""
-        replacement = mapped_uid_element(self.key, raw.tag, raw.value, code == "D", encoded.encoding_of(ds, raw))
+        replacement = mapped_uid_element(self.key, int(raw.tag), raw.value, code == "D", encoded.encoding_of(ds, raw))
         if replacement is None:  # a value this module does not encode
             map_uid_value(ds[raw.tag], self.key)
         elif replacement is not False:
@@ -361,11 +361,12 @@ class _Run:
         codes = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ", Sequence([cheap_copy(item) for item in items]))
         for tag, vr, value in ((PATIENT_IDENTITY_REMOVED, "CS", "YES"), (DEIDENTIFICATION_METHOD, "LO", text),
                                (DEIDENTIFICATION_METHOD_CODES, "SQ", codes), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
-            self.touch(tag)
             element = codes if vr == "SQ" else recorded_element(tag, vr, value, encoding)
             if element is not None:
-                store[element.tag] = element  # a BaseTag: the key of a new element
+                self.touch(element.tag)  # the very key it is stored under: BaseTag compares in Python
+                store[element.tag] = element
             else:
+                self.touch(tag)
                 set_value(ds, tag, value, vr)
 
 
