@@ -96,13 +96,14 @@ class Journal:
         else:
             self.before[tag] = None if element is None else _snapshot_of(self.ds, {tag: element})
 
-    def changes(self, rule: str | int) -> list[PendingChange]:
+    def changes(self, rule: str | int) -> list[PendingChange | Change]:
         """What ``diff`` finds between snapshots before and after, for the touched elements."""
         before, ds, store = self.before, self.ds, self.store
         if any(type(kept) is Snapshot for kept in before.values()):
             return self._compared(rule)
-        # The common case, written out: encoded elements replaced, removed or added.
-        pending: list[PendingChange] = []
+        # The common case, written out: encoded elements replaced, removed or added, described at once when
+        # that depends on their encoded values only (as PendingChange.resolve would).
+        pending: list[PendingChange | Change] = []
         for tag in self.order:
             old = before.get(tag)
             if old is None:
@@ -110,12 +111,18 @@ class Journal:
             new = store.get(tag)
             if new is old:
                 continue
-            if new is None:
-                pending.append(PendingChange((int(tag),), (old, None, ds), None, rule))
-            elif type(new) is RawDataElement:
-                pending.append(PendingChange((int(tag),), (old, None, ds), (new, None, ds), rule))
+            key = (int(tag),)
+            if new is None or type(new) is RawDataElement:
+                then = _element_signature(old)
+                now = None if new is None else _element_signature(new)
+                if then is not False and now is not False:
+                    change = _resolved(key, then, now, rule)
+                    if change is not None:
+                        pending.append(change)
+                else:
+                    pending.append(PendingChange(key, (old, None, ds), None if new is None else (new, None, ds), rule))
             elif new.VR != "SQ":
-                pending.append(PendingChange((int(tag),), (old, None, ds), (new, new.value, ds), rule))
+                pending.append(PendingChange(key, (old, None, ds), (new, new.value, ds), rule))
             else:
                 return self._compared(rule)
         added = {tag: element for tag, element in store.items() if tag in before and before[tag] is None}
@@ -238,9 +245,10 @@ class PendingChange(NamedTuple):
 
 def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
     """What an entry's description depends on when that is only its encoded value (False otherwise)."""
-    if entry is None:
-        return None
-    element = entry[0]
+    return None if entry is None else _element_signature(entry[0])
+
+
+def _element_signature(element: Any) -> tuple | bool:
     if type(element) is not RawDataElement or element.value is None or (element.tag >> 16 & 1
                                                                          and element.VR in (None, "UN")):
         return False
@@ -321,5 +329,6 @@ def _added(after: Snapshot, before: Snapshot | None, prefix: tuple[int, ...], ru
                 _added(item, items[index] if index < len(items) else None, key + (index,), rule, out)
 
 
-def resolve_all(pending: list[PendingChange]) -> list[Change]:
-    return [change for change in (p.resolve() for p in pending) if change is not None]
+def resolve_all(pending: list[PendingChange | Change]) -> list[Change]:
+    """The changes described (a journal describes some of them as it finds them)."""
+    return [change for change in (p if type(p) is Change else p.resolve() for p in pending) if change is not None]

@@ -134,6 +134,12 @@ def _specific_character_set(ds: Dataset) -> str | list[str] | None:
 
 
 @lru_cache(maxsize=64)
+def _codecs(encodings: str | tuple[str, ...]) -> list[str]:
+    """The Python codecs of a character set, as pydicom's writer converts it (not to be changed by callers)."""
+    return convert_encodings(encodings if type(encodings) is str else list(encodings))
+
+
+@lru_cache(maxsize=64)
 def _encodings(value: str | tuple[str, ...]) -> list[str]:
     return convert_encodings(value if type(value) is str else list(value))  # not to be changed by callers
 
@@ -239,11 +245,10 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     ``shared`` (see _shared_with): the elements still those of the received data set, as read, are
     copied from its buffer, header included, a run of consecutive ones at a time. Written inline: this
     loop runs for every element of every routed instance."""
-    out.is_implicit_VR, out.is_little_endian = implicit, little
     header = _header_maker(implicit, little)
     charset = _specific_character_set(ds)
     encodings = charset if charset is not None else parent_encoding
-    codecs = convert_encodings(encodings or [default_encoding])
+    codecs = _codecs(tuple(encodings) if type(encodings) is list else encodings or default_encoding)
     elements = ds._dict
     received, view = shared or ({}, None)
     run_start = run_end = -1
@@ -290,6 +295,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
                 if length == UNDEFINED:
                     out.write(_delimiter(SEQUENCE_DELIMITER, little))
                 continue
+        out.is_implicit_VR, out.is_little_endian = implicit, little  # pydicom's writer reads them
         write_data_element(out, ds.get_item(tag), encodings)
     if run_start >= 0:
         out.write(view[run_start:run_end])
@@ -312,7 +318,7 @@ def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: boo
         else:
             end = out.tell()
             out.seek(start - 4)
-            out.write_UL(end - start)
+            out.write(struct.pack("<L" if little else ">L", end - start))
             out.seek(end)
     return out.getvalue()
 

@@ -60,7 +60,7 @@ class RoutingResult:
     reason: str | None = None
     forward: list[str] = field(default_factory=list)  # AE titles to forward to (when stored)
     fired: list[str | int] = field(default_factory=list)  # rule names, or 1-based positions of unnamed rules
-    pending_changes: list[PendingChange] = field(default_factory=list, repr=False)
+    pending_changes: list[PendingChange | Change] = field(default_factory=list, repr=False)
     _changes: list[Change] | None = field(default=None, repr=False)
 
     @property
@@ -92,7 +92,7 @@ class RuleSet:
         work = cheap_copy(ds)
         ctx = Context(work, source, secrets if secrets is not None else {})
         fired: list[str | int] = []
-        changes: list[PendingChange] = []
+        changes: list[PendingChange | Change] = []
         for rule in self.rules:
             if ctx.stop:
                 break
