@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import json
 import logging
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,7 +29,7 @@ from pydicom.dataset import Dataset
 from routing import RuleApplicationError, RuleSet, RuleSetError, load_ruleset
 from routing.errors import Problem
 
-from .storage.records import RecordStore
+from .storage.records import JSONText, RecordStore
 
 log = logging.getLogger("dopamine.router")
 
@@ -232,8 +234,15 @@ def provenance_record(sop_uid: str, received_uid: str, source: Any, outcome: Rou
         "source": {"protocol": source.protocol, "calling_aet": source.calling_aet, "user": source.user,
                    "peer": source.peer},
         "rulesets": outcome.applied, "decision": outcome.decision, "reason": outcome.reason,
-        "forward": outcome.forward, "old_values_kept": keep_original_values, "changes": changes,
+        "forward": outcome.forward, "old_values_kept": keep_original_values,
+        "changes": JSONText("[" + ",".join(map(_change_json, changes)) + "]"),
     }
+
+
+@lru_cache(maxsize=8192)
+def _change_json(change: Any) -> str:
+    """Remembered: the instances of a series mostly carry the same changes (see routing.changes._resolved)."""
+    return json.dumps(change)
 
 
 CHANGE_FIELDS = ("path", "tag", "kind", "old", "new", "rule")

@@ -57,10 +57,29 @@ def _new_id() -> str:
 OWN_TABLES = {"provenance": ("sop_instance_uid", "received_sop_instance_uid")}
 
 
+class JSONText(str):
+    """A record's value given as its JSON text already (a provenance record's changes, whose parts are
+    encoded once per process): written into the body as it is, parsed for MongoDB."""
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """The JSON text of a record whose values may be JSONText."""
+    given = {key: value for key, value in record.items() if type(value) is JSONText}
+    if not given:
+        return json.dumps(record)
+    rest = json.dumps({key: value for key, value in record.items() if key not in given})
+    parts = [f"{json.dumps(key)}: {value}" for key, value in given.items()]
+    return "{" + ", ".join(([rest[1:-1]] if rest != "{}" else []) + parts) + "}"
+
+
+def _parsed(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: json.loads(value) if type(value) is JSONText else value for key, value in record.items()}
+
+
 def insert_sqlite_record(conn: sqlite3.Connection, kind: str, record: dict[str, Any]) -> str:
     """Insert a record through ``conn`` (within the caller's transaction, if any); returns its id."""
     record_id = record.get("id") or _new_id()
-    body = json.dumps({**record, "id": record_id})
+    body = record_json({**record, "id": record_id})
     columns = OWN_TABLES.get(kind)
     if columns is None:
         conn.execute("INSERT INTO records (kind, id, body) VALUES (?, ?, ?)", (kind, record_id, body))
@@ -94,7 +113,7 @@ def insert_mongo_record(database, kind: str, record: dict[str, Any]) -> str:
     record_id = record.get("id") or _new_id()
     # Nanoseconds plus a counter: an order of insertion that survives restarts and several nodes.
     seq = time.time_ns() + next(_mongo_counter) % 1000
-    mongo_records(database, kind).insert_one({**record, "_id": record_id, "id": record_id, "seq": seq})
+    mongo_records(database, kind).insert_one({**_parsed(record), "_id": record_id, "id": record_id, "seq": seq})
     return record_id
 
 

@@ -4,6 +4,8 @@ Either way no instance is stored without its record."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from backends import TIERS, make_backend
@@ -182,3 +184,13 @@ def test_forwards_are_stored_with_the_instance_and_not_again_for_an_identical_co
         assert len(records.find(KIND)) == 2
     finally:
         dispose_quarantine()
+
+
+def test_values_given_as_json_text_are_written_as_they_are():
+    from dopamine_py.storage.records import JSONText, record_json
+
+    changes = [["PatientName", 0x00100010, "changed", "Doe^J\u00f6", "", "r1"]]
+    for record in ({"id": "a", "changes": JSONText(json.dumps(changes)), "n": [1, None]},
+                   {"changes": JSONText(json.dumps(changes))}, {"plain": {"x": 1}}):
+        parsed = {key: json.loads(value) if isinstance(value, JSONText) else value for key, value in record.items()}
+        assert json.loads(record_json(record)) == parsed
