@@ -244,8 +244,23 @@ class PendingChange(NamedTuple):
 
 
 def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
-    """What an entry's description depends on when that is only its encoded value (False otherwise)."""
-    return None if entry is None else _element_signature(entry[0])
+    """What an entry's description depends on, when that is its encoded value alone (a raw element) or a
+    plain decoded value (the VR and value of a decoded element, the VR and item count of a sequence);
+    False otherwise."""
+    if entry is None:
+        return None
+    element, value, _ = entry
+    if type(element) is RawDataElement:
+        return _element_signature(element)
+    vr = element.VR
+    if vr == "SQ":
+        return (vr, value) if type(value) is int else False
+    if type(value) in PLAIN_VALUE_TYPES:  # (not PersonName, IS, DS...: their own equality and text)
+        return vr, _comparable(value)
+    return False
+
+
+PLAIN_VALUE_TYPES = frozenset({str, int, float, bytes, type(None)})
 
 
 def _element_signature(element: Any) -> tuple | bool:
@@ -260,30 +275,32 @@ def _element_signature(element: Any) -> tuple | bool:
 def _resolved(key: tuple[int, ...], before: tuple | None, after: tuple | None, rule: str | int) -> Change | None:
     """Remembered: the instances of a series mostly carry the same values, and the same rules change
     them the same way; describing each change again was a tenth of the cost of routing an instance."""
-    return _resolve(key, _raw_entry(before), _raw_entry(after), rule)
+    return _change(key, _signed(before), _signed(after), rule)
 
 
-def _raw_entry(signature: tuple | None) -> tuple[RawDataElement, None, None] | None:
-    if signature is None:
-        return None
-    tag, vr, value, implicit, little = signature
-    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, little, True, False), None, None
+def _signed(signature: tuple | None) -> tuple[str, Any] | None:
+    """(VR, comparable value) of a signature (see _signature)."""
+    if signature is None or len(signature) == 2:
+        return signature
+    return _decoded_raw(*signature)
 
 
 def _resolve(key: tuple[int, ...], before: tuple[Any, Any, Dataset] | None, after: tuple[Any, Any, Dataset] | None,
              rule: str | int) -> Change | None:
+    return _change(key, None if before is None else _decoded(before), None if after is None else _decoded(after),
+                   rule)
+
+
+def _change(key: tuple[int, ...], old: tuple[str, Any] | None, new: tuple[str, Any] | None,
+            rule: str | int) -> Change | None:
     path, tag = path_text(key), key[-1]
-    if after is None:
-        vr, value = _decoded(before)
-        return Change(path, tag, "removed", _show(vr, value), None, rule)
-    if before is None:
-        vr, value = _decoded(after)
-        return Change(path, tag, "added", None, _show(vr, value), rule)
-    old_vr, old_value = _decoded(before)
-    new_vr, new_value = _decoded(after)
-    if (old_vr, old_value) == (new_vr, new_value):
+    if new is None:
+        return Change(path, tag, "removed", _show(*old), None, rule)
+    if old is None:
+        return Change(path, tag, "added", None, _show(*new), rule)
+    if old == new:
         return None  # decoded or rewritten, but to the same value
-    return Change(path, tag, "changed", _show(old_vr, old_value), _show(new_vr, new_value), rule)
+    return Change(path, tag, "changed", _show(*old), _show(*new), rule)
 
 
 def diff(before: Snapshot, after: Snapshot, rule: str | int) -> list[PendingChange]:
