@@ -38,14 +38,12 @@ def cheap_copy(ds: Dataset) -> Dataset:
 
 
 def _copied_elements(ds: Dataset) -> dict:
-    store = {}
-    for tag, element in element_store(ds).items():
-        if type(element) is RawDataElement:
-            store[tag] = element
-        else:
-            copied = store[tag] = _shallow_copy(element)
-            if element.VR == "SQ":
-                copied._value = Sequence([cheap_copy(item) for item in element.value or []])
+    store = dict(element_store(ds))  # raw elements are shared as they are; most elements of a data set read
+    for tag in [t for t, e in store.items() if type(e) is not RawDataElement]:
+        element = store[tag]
+        copied = store[tag] = _shallow_copy(element)
+        if element.VR == "SQ":
+            copied._value = Sequence([cheap_copy(item) for item in element.value or []])
     return store
 
 

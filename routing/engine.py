@@ -10,6 +10,7 @@ The engine only decides: storing, rejecting, quarantining and forwarding are the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,11 +44,11 @@ class Rule:
     def label(self) -> str | int:
         return self.name if self.name else self.index
 
-    @property
+    @cached_property  # a rule does not change once parsed
     def modifies(self) -> bool:
         return any(p.action.modifies for p in self.actions)
 
-    @property
+    @cached_property
     def reports_changes(self) -> bool:
         """Every action that modifies says what it touches (see changes.Journal): no snapshots needed."""
         return all(p.action.reports_changes for p in self.actions if p.action.modifies)
