@@ -12,6 +12,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.tag import BaseTag
 
 PREAMBLE = b"\0" * 128 + b"DICM"
+PADDING = " \0"
 # Explicit VRs whose elements have a 4-byte length (after 2 reserved bytes), PS3.5 7.1.2
 LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
@@ -34,13 +35,16 @@ def _element(element: int, vr: bytes, value: bytes) -> bytes:
 
 def file_header(sop_class: str, sop_instance: str, transfer_syntax: str, *, implementation_class_uid: str,
                 implementation_version: str, source_aet: str = "") -> bytes:
-    """Preamble and File Meta Information for a data set received as it is (PS3.10 7.1)."""
+    """Preamble and File Meta Information for a data set received as it is (PS3.10 7.1). The values are
+    written without the padding they may come with (an AE title padded with NULs, a UID with a NUL): a
+    reader of the file, ``file_meta`` included, takes the bytes as they are."""
     elements = (_element(0x0001, b"OB", b"\0\1")
-                + _element(0x0002, b"UI", sop_class.encode())
-                + _element(0x0003, b"UI", sop_instance.encode())
-                + _element(0x0010, b"UI", transfer_syntax.encode())
+                + _element(0x0002, b"UI", sop_class.strip(PADDING).encode())
+                + _element(0x0003, b"UI", sop_instance.strip(PADDING).encode())
+                + _element(0x0010, b"UI", transfer_syntax.strip(PADDING).encode())
                 + _element(0x0012, b"UI", implementation_class_uid.encode())
                 + _element(0x0013, b"SH", implementation_version.encode()))
+    source_aet = source_aet.strip(PADDING)
     if source_aet:
         elements += _element(0x0016, b"AE", source_aet.encode("ascii", "replace"))
     return PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(elements))) + elements

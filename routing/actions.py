@@ -424,7 +424,8 @@ def remove_private(ds: Dataset, keep: frozenset[str], touch: Callable[[int], Non
 
 def _remove_private_in_items(ds: Dataset, tag: int, keep: frozenset[str], touch: Callable[[int], None] | None,
                              before_change: Callable[[], None] | None) -> None:
-    # Touched only if something in the items goes: a touched sequence costs a snapshot of its items.
+    # Touched only if something in the items goes (a touched sequence costs a snapshot of its items), though
+    # the profile then touches every sequence it walks into anyway.
     if touch is not None:
         before_change = functools.partial(touch, tag)
     for item in ds[tag].value or []:

@@ -4,6 +4,8 @@ Computed by comparing flat snapshots (one entry per attribute, sequence items in
 and after each rule that can modify the data set, so every change is attributed to the rule that made
 it, whatever action did it. A snapshot holds the element objects, not their decoded values: an element
 no action touched is the very same object afterwards, and only the others are decoded and compared.
+A rule whose actions say which elements they touch (the profile) keeps a Journal of those instead, which
+finds the same changes (tests/routing/test_change_tracking.py) without snapshots of the whole data set.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ class Journal:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.store = element_store(ds)
-        self.order = list(self.store)  # where the elements were: changes come in the data set's order
+        # The elements as the rule found them, in order (changes come in the data set's order). An encoded
+        # one is what a snapshot would have kept, even when the action decoded it in place (to read it)
+        # before touching it.
+        self.original = dict(self.store)
         # tag -> as it was: the element itself when encoded and not a sequence (immutable: the common case,
         # kept at no cost), a snapshot of that element alone otherwise, None when it was absent
         self.before: dict = {}
@@ -90,6 +95,9 @@ class Journal:
         if tag in self.before:
             return
         element = self.store.get(tag)
+        original = self.original.get(tag)
+        if type(original) is RawDataElement and original is not element and vr_of(tag, original) != "SQ":
+            element = original  # decoded in place since, not changed: the action touches before it changes
         if type(element) is RawDataElement and element.VR != "SQ" and (element.VR is not None
                                                                         or vr_of(tag, element) != "SQ"):
             self.before[tag] = element
@@ -104,7 +112,7 @@ class Journal:
         # The common case, written out: encoded elements replaced, removed or added, described at once when
         # that depends on their encoded values only (as PendingChange.resolve would).
         pending: list[PendingChange | Change] = []
-        for tag in self.order:
+        for tag in self.original:
             old = before.get(tag)
             if old is None:
                 continue
@@ -136,7 +144,7 @@ class Journal:
 
     def _compared(self, rule: str | int) -> list[PendingChange]:
         then = Snapshot(self.ds, {}, {}, {})
-        for tag in self.order:
+        for tag in self.original:
             kept = self.before.get(tag)
             if type(kept) is Snapshot:
                 then.elements.update(kept.elements)
@@ -259,12 +267,14 @@ def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
     vr = element.VR
     if vr == "SQ":
         return (vr, value) if type(value) is int else False
-    if type(value) in PLAIN_VALUE_TYPES:  # (not PersonName, IS, DS...: their own equality and text)
+    if type(value) in PLAIN_VALUE_TYPES:
         return vr, _comparable(value)
     return False
 
 
-PLAIN_VALUE_TYPES = frozenset({str, int, float, bytes, type(None)})
+# Values that are equal only when they show the same: not floats (0.0 == -0.0), not PersonName, IS or DS
+# (their own equality and text).
+PLAIN_VALUE_TYPES = frozenset({str, int, bytes, type(None)})
 
 
 def _element_signature(element: Any) -> tuple | bool:

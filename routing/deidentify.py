@@ -406,7 +406,8 @@ recorded_element = lru_cache(maxsize=256)(encoded.raw_replacement)
 
 
 def _untracked(tag: int) -> None:
-    """No journal: the engine compares snapshots of the whole data set."""
+    """Nothing to note: no journal (the engine compares snapshots of the whole data set), or a change inside
+    items, whose top-level sequence was touched."""
 
 
 def dummy_of(vr: str):

@@ -248,7 +248,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     header = _header_maker(implicit, little)
     charset = _specific_character_set(ds)
     encodings = charset if charset is not None else parent_encoding
-    codecs = _codecs(tuple(encodings) if type(encodings) is list else encodings or default_encoding)
+    codecs = _codecs(encodings if type(encodings) is str else tuple(encodings) if encodings else default_encoding)
     elements = ds._dict
     received, view = shared or ({}, None)
     run_start = run_end = -1

@@ -68,7 +68,8 @@ class RoutingResult:
     def changes(self) -> list[Change]:
         """Attributes added, changed and removed, in rule order, each with the rule that did it.
 
-        Decoded on first use: applying rules does not pay for describing what they did."""
+        Decoded on first use, but for the changes a journal described as it found them (through caches:
+        a series repeats them)."""
         if self._changes is None:
             self._changes = resolve_all(self.pending_changes)
         return self._changes

@@ -37,7 +37,7 @@ RULE_SETS = {
 def sample_files() -> list[Path]:
     """The files installed with pydicom, pydicom-data and deid-data (get_testdata_files would try to
     download the ones that are missing)."""
-    folders = [Path(pydicom.data.__file__).parent / "test_files"]
+    folders = [Path(pydicom.data.__file__).parent / "test_files", Path(pydicom.data.__file__).parent / "charset_files"]
     for package in ("data_store", "deid_data"):  # pydicom-data, deid-data
         try:
             folders.append(Path(importlib.import_module(package).__file__).parent / "data")
@@ -98,6 +98,23 @@ def test_a_de_identified_instance_is_encoded_without_dcmwrite(monkeypatch):
 
     monkeypatch.setattr(dopamine_py.part10, "dcmwrite", refuse)  # what encode_routed falls back on
     assert encode_routed(routed) == expected
+
+
+def test_a_multi_valued_character_set_is_encoded_without_dcmwrite(monkeypatch):
+    """pydicom decodes Specific Character Set in place as it decodes text: a MultiValue, which the encoder
+    must take as it takes a list."""
+    data = Path(pydicom.data.__file__).parent / "charset_files" / "chrJapMulti.dcm"
+    received = parsed(data.read_bytes())
+    routed = load_ruleset(REPO / "rules" / "basic-profile.xml").apply(received, None, SECRETS).dataset
+    routed.PatientName  # decodes the character set in place
+    assert type(routed[0x00080005].value).__name__ == "MultiValue"
+    expected = encode_part10(routed)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dcmwrite called")
+
+    monkeypatch.setattr(dopamine_py.part10, "dcmwrite", refuse)
+    assert encode_routed(routed, received) == expected
 
 
 def test_copied_elements_are_written_as_dcmwrite_writes_them():
