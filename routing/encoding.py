@@ -134,12 +134,6 @@ def _specific_character_set(ds: Dataset) -> str | list[str] | None:
 
 
 @lru_cache(maxsize=64)
-def _codecs(encodings: str | tuple[str, ...]) -> list[str]:
-    """The Python codecs of a character set, as pydicom's writer converts it (not to be changed by callers)."""
-    return convert_encodings(encodings if type(encodings) is str else list(encodings))
-
-
-@lru_cache(maxsize=64)
 def _encodings(value: str | tuple[str, ...]) -> list[str]:
     return convert_encodings(value if type(value) is str else list(value))  # not to be changed by callers
 
@@ -248,7 +242,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     header = _header_maker(implicit, little)
     charset = _specific_character_set(ds)
     encodings = charset if charset is not None else parent_encoding
-    codecs = _codecs(encodings if type(encodings) is str else tuple(encodings) if encodings else default_encoding)
+    codecs = _encodings(encodings if type(encodings) is str else tuple(encodings) if encodings else default_encoding)
     elements = ds._dict
     received, view = shared or ({}, None)
     run_start = run_end = -1
