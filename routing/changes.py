@@ -120,19 +120,15 @@ class Journal:
             if new is old:
                 continue
             key = (int(tag),)
-            if old.value is not None and (new is None or type(new) is RawDataElement and new.value is not None) and not (
-                    key[0] >> 16 & 1 and (old.VR in (None, "UN") or new is not None and new.VR in (None, "UN"))):
-                # What _resolved does with their signatures, its key flat (one hash): run for most changes
-                if new is None:
-                    change = _raw_change(key[0], old.VR, old.value, old.is_implicit_VR, old.is_little_endian,
-                                         None, None, None, None, rule)
+            if new is None or type(new) is RawDataElement:
+                then = _element_signature(old)
+                now = None if new is None else _element_signature(new)
+                if then is not False and now is not False:
+                    change = _resolved(key, then, now, rule)  # as PendingChange.resolve would
+                    if change is not None:
+                        pending.append(change)
                 else:
-                    change = _raw_change(key[0], old.VR, old.value, old.is_implicit_VR, old.is_little_endian,
-                                         new.VR, new.value, new.is_implicit_VR, new.is_little_endian, rule)
-                if change is not None:
-                    pending.append(change)
-            elif new is None or type(new) is RawDataElement:
-                pending.append(PendingChange(key, (old, None, ds), None if new is None else (new, None, ds), rule))
+                    pending.append(PendingChange(key, (old, None, ds), None if new is None else (new, None, ds), rule))
             elif new.VR != "SQ":
                 pending.append(PendingChange(key, (old, None, ds), (new, new.value, ds), rule))
             else:
@@ -290,15 +286,6 @@ def _resolved(key: tuple[int, ...], before: tuple | None, after: tuple | None, r
     """Remembered: the instances of a series mostly carry the same values, and the same rules change
     them the same way; describing each change again was a tenth of the cost of routing an instance."""
     return _change(key, _signed(before), _signed(after), rule)
-
-
-@lru_cache(maxsize=8192)
-def _raw_change(tag: int, old_vr: str | None, old_value: bytes, old_implicit: bool, old_little: bool,
-                new_vr: str | None, new_value: bytes | None, new_implicit: bool | None, new_little: bool | None,
-                rule: str | int) -> Change | None:
-    """``_resolved`` of a change between two encoded elements (the new one None when removed)."""
-    new = None if new_value is None else _decoded_raw(tag, new_vr, new_value, new_implicit, new_little)
-    return _change((tag,), _decoded_raw(tag, old_vr, old_value, old_implicit, old_little), new, rule)
 
 
 def _signed(signature: tuple | None) -> tuple[str, Any] | None:

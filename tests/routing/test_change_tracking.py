@@ -112,7 +112,7 @@ JOURNALED = {
 
 def forget_descriptions():
     """Each way describes its changes afresh: a description remembered by one must not serve the other."""
-    for cache in (changes._resolved, changes._raw_change, changes._decoded_raw, changes.path_text):
+    for cache in (changes._resolved, changes._decoded_raw, changes.path_text):
         cache.cache_clear()
 
 
