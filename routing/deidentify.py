@@ -361,7 +361,7 @@ class _Run:
         codes = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ", Sequence([cheap_copy(item) for item in items]))
         for tag, vr, value in ((PATIENT_IDENTITY_REMOVED, "CS", "YES"), (DEIDENTIFICATION_METHOD, "LO", text),
                                (DEIDENTIFICATION_METHOD_CODES, "SQ", codes), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
-            element = codes if vr == "SQ" else recorded_element(tag, vr, value, encoding)
+            element = codes if vr == "SQ" else remembered_replacement(tag, vr, value, encoding)
             if element is not None:
                 self.touch(element.tag)  # the very key it is stored under: BaseTag compares in Python
                 store[element.tag] = element
@@ -401,8 +401,9 @@ def mapped_uid_element(key: bytes, tag: int, value: bytes, dummy: bool,
     return encoded.uid_element(tag, mapped, encoding) if mapped != uids else False
 
 
-# The profile's record, encoded: the same few elements go into every de-identified instance.
-recorded_element = lru_cache(maxsize=256)(encoded.raw_replacement)
+# Encoded replacements remembered: the same few dozen (dummies, empty values, the profile's record) go into
+# every de-identified instance.
+remembered_replacement = lru_cache(maxsize=4096)(encoded.raw_replacement)
 
 
 def _untracked(tag: int) -> None:
@@ -419,11 +420,10 @@ def dummy_of(vr: str):
     return BINARY_DUMMY  # OB, OW, UN and the other binary VRs
 
 
-@lru_cache(maxsize=4096)
 def constant_replacement(tag: int, vr: str, code: str, encoding: tuple[bool, bool] | None):
     """Z or D of an element whose dummy does not depend on the instance, encoded (see routing/encoded.py);
-    None when it cannot be. Remembered: the same few dozen are made for every instance."""
-    return encoded.raw_replacement(tag, vr, None if code == "Z" else dummy_of(vr), encoding)
+    None when it cannot be."""
+    return remembered_replacement(tag, vr, None if code == "Z" else dummy_of(vr), encoding)
 
 
 def _text(ds: Dataset, tag: int) -> str | None:
