@@ -15,7 +15,27 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data_folder() -> Path:
+    """``shared/data`` beside the repository (<somewhere>/main, <somewhere>/shared), or beside the repository
+    this one was cloned from: a fresh clone in a temporary folder (as CI makes) finds the data too."""
+    beside = REPO.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return beside
+    if origin and Path(origin).is_dir():
+        cloned_from = Path(origin).resolve().parent / "shared" / "data"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside  # missing: the tests that need it fail and say where they looked
+
+
+SHARED_DATA = _shared_data_folder()
 
 
 def free_port() -> int:
@@ -45,7 +65,8 @@ def require_tool(name: str) -> str:
 def shared_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"test data missing: {path} (the repo is expected beside ../shared/)", pytrace=False)
+        pytest.fail(f"test data missing: {path} (the repo is expected beside ../shared/, or cloned from a "
+                    "repository that is)", pytrace=False)
     return path
 
 

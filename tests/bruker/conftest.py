@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import SHARED_DATA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for pv_synth and pv_checks
 
-# The repository is cloned next to shared/ (<somewhere>/main, <somewhere>/shared).
-PHANTOM = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "bruker" / "pv51_multislice_phantom"
-).resolve()
+PHANTOM = SHARED_DATA / "bruker" / "pv51_multislice_phantom"
 
 
 @pytest.fixture(scope="session")
