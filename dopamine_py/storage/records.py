@@ -16,7 +16,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .sqlite_transaction import write_transaction
 
@@ -56,6 +56,14 @@ def _new_id() -> str:
 # records up by id on the ingest path, and a lookup by another column than the first reads them all.
 OWN_TABLES = {"provenance": ("sop_instance_uid", "received_sop_instance_uid")}
 
+# A provenance record written together with its instance (``Backend.put``) goes into that instance's row of
+# the embedded store (column ``instances.provenance``), not into the table: a row and an index entry of their
+# own made every routed instance's commit write about three more database pages, a seventh of the routing
+# overhead over DIMSE; the instance's row grows by one. It moves to the table when its instance's row goes
+# (replaced, deleted). Records of this kind are read from both, ordered by their ``seq``, which for this kind
+# is a time in nanoseconds (as on MongoDB), so that the two places interleave as they were written.
+IN_INSTANCE_ROW = "provenance"
+
 
 class JSONText(str):
     """A record's value given as its JSON text already (a provenance record's changes, whose parts are
@@ -79,15 +87,54 @@ def _parsed(record: dict[str, Any]) -> dict[str, Any]:
 def insert_sqlite_record(conn: sqlite3.Connection, kind: str, record: dict[str, Any]) -> str:
     """Insert a record through ``conn`` (within the caller's transaction, if any); returns its id."""
     record_id = record.get("id") or _new_id()
-    body = record_json({**record, "id": record_id})
     columns = OWN_TABLES.get(kind)
     if columns is None:
-        conn.execute("INSERT INTO records (kind, id, body) VALUES (?, ?, ?)", (kind, record_id, body))
+        conn.execute("INSERT INTO records (kind, id, body) VALUES (?, ?, ?)",
+                     (kind, record_id, record_json({**record, "id": record_id})))
+        return record_id
+    if kind == IN_INSTANCE_ROW:
+        seq = next_seq()
+        body = record_json({**record, "id": record_id, "seq": seq})
+        # Later than every seq of the table too: its primary key, unique across the processes writing to it.
+        seq_sql = f"max(?, (SELECT coalesce(max(seq), 0) + 1 FROM {kind}))"
     else:
-        placeholders = ", ".join("?" * len(columns))
-        conn.execute(f"INSERT INTO {kind} (id, {', '.join(columns)}, body) VALUES (?, {placeholders}, ?)",
-                     (record_id, *(record.get(c) for c in columns), body))
+        seq, body, seq_sql = None, record_json({**record, "id": record_id}), "?"
+    placeholders = ", ".join("?" * len(columns))
+    conn.execute(f"INSERT INTO {kind} (seq, id, {', '.join(columns)}, body) VALUES ({seq_sql}, ?, {placeholders}, ?)",
+                 (seq, record_id, *(record.get(c) for c in columns), body))
     return record_id
+
+
+def instance_row_body(record: dict[str, Any]) -> str:
+    """The JSON text of a record of IN_INSTANCE_ROW kept in its instance's row, with its id and seq."""
+    return record_json({**record, "id": record.get("id") or _new_id(), "seq": next_seq()})
+
+
+_last_seq = 0
+_seq_lock = threading.Lock()
+
+
+def next_seq() -> int:
+    """A time in nanoseconds, later than the last one given in this process."""
+    global _last_seq
+    with _seq_lock:
+        _last_seq = max(time.time_ns(), _last_seq + 1)
+        return _last_seq
+
+
+def move_from_instance_rows(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> None:
+    """Move the records kept in the rows of the instances ``where`` selects to their table (the instance is
+    going, or the record changing), within the caller's transaction."""
+    columns = OWN_TABLES[IN_INSTANCE_ROW]
+    record = IN_INSTANCE_ROW
+    fields = ", ".join(f"json_extract({record}, '$.{c}')" for c in columns)
+    conn.execute(
+        f"INSERT INTO {record} (seq, id, {', '.join(columns)}, body)"
+        # its seq, unless the table has it already (then the next one)
+        f" SELECT CASE WHEN EXISTS (SELECT 1 FROM {record} WHERE seq = json_extract(i.{record}, '$.seq')) THEN NULL"
+        f" ELSE json_extract(i.{record}, '$.seq') END, json_extract({record}, '$.id'), {fields}, {record}"
+        f" FROM instances AS i WHERE {record} IS NOT NULL AND {where}", params)
+    conn.execute(f"UPDATE instances SET {record} = NULL WHERE {record} IS NOT NULL AND {where}", params)
 
 
 _mongo_counter = itertools.count()
@@ -143,6 +190,7 @@ class SQLiteRecords(RecordStore):
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(self.SCHEMA)
         self._lock = threading.Lock()
+        self._instance_rows = False
         self._move_to_own_tables()
 
     def _move_to_own_tables(self) -> None:
@@ -176,15 +224,45 @@ class SQLiteRecords(RecordStore):
         found = self.find(kind, id=record_id)
         return found[0] if found else None
 
+    def _in_instance_rows(self, kind: str) -> bool:
+        """Whether records of ``kind`` may be kept in the rows of instances (see IN_INSTANCE_ROW): the file
+        holds an archive's instances, not only records."""
+        if kind != IN_INSTANCE_ROW:
+            return False
+        if not self._instance_rows:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(instances)")}
+            self._instance_rows = IN_INSTANCE_ROW in columns  # once there, the column stays
+        return self._instance_rows
+
+    @staticmethod
+    def _where_in_instance_rows(equal: dict[str, Any]) -> tuple[str, list[Any]]:
+        """FROM and WHERE of a query on the records kept in the rows of instances."""
+        sql, params = f" FROM instances WHERE {IN_INSTANCE_ROW} IS NOT NULL", []
+        for name, value in equal.items():
+            # The instance's own column (indexed) holds the record's sop_instance_uid: kept there only then.
+            sql += " AND sop_instance_uid = ?" if name == "sop_instance_uid" else \
+                f" AND json_extract({IN_INSTANCE_ROW}, '$.{name}') = ?"
+            params.append(value)
+        return sql, params
+
     def find(self, kind: str, **equal: Any) -> list[dict[str, Any]]:
         where, params = self._where(kind, equal)
+        sql = f"SELECT body, seq{where}"
+        if self._in_instance_rows(kind):
+            in_rows, more = self._where_in_instance_rows(equal)
+            sql += f" UNION ALL SELECT {IN_INSTANCE_ROW}, json_extract({IN_INSTANCE_ROW}, '$.seq'){in_rows}"
+            params = params + more
         with self._lock:
-            rows = self._conn.execute(f"SELECT body, seq{where} ORDER BY seq", params).fetchall()
+            rows = self._conn.execute(f"{sql} ORDER BY 2", params).fetchall()
         return [{**json.loads(body), "seq": seq} for body, seq in rows]
 
     def update(self, kind: str, record_id: str, **fields: Any) -> bool:
         where, params = self._where(kind, {"id": record_id})
         with self._lock:
+            if self._in_instance_rows(kind):  # changed, it is no longer what was written with the instance
+                with write_transaction(self._conn) as conn:
+                    in_rows, more = self._where_in_instance_rows({"id": record_id})
+                    move_from_instance_rows(conn, f"id IN (SELECT id{in_rows})", more)
             row = self._conn.execute(f"SELECT seq, body{where}", params).fetchone()
             if row is None:
                 return False
@@ -198,7 +276,12 @@ class SQLiteRecords(RecordStore):
     def delete(self, kind: str, record_id: str) -> bool:
         where, params = self._where(kind, {"id": record_id})
         with self._lock:
-            return self._conn.execute(f"DELETE{where}", params).rowcount > 0
+            deleted = self._conn.execute(f"DELETE{where}", params).rowcount
+            if self._in_instance_rows(kind):
+                in_rows, more = self._where_in_instance_rows({"id": record_id})
+                deleted += self._conn.execute(f"UPDATE instances SET {IN_INSTANCE_ROW} = NULL WHERE id IN "
+                                              f"(SELECT id{in_rows})", more).rowcount
+            return deleted > 0
 
     def close(self) -> None:
         self._conn.close()

@@ -1,7 +1,8 @@
 """The embedded backend: SQLite in WAL mode, documents as JSON, expression indexes on chosen attributes.
 
 Layout of ``<data_dir>``:
-- ``dopamine.sqlite``: tables ``instances`` (keys + document), ``summaries`` (the patient, study and series
+- ``dopamine.sqlite``: tables ``instances`` (keys + document, and the provenance record written with the
+  instance: see records.IN_INSTANCE_ROW), ``summaries`` (the patient, study and series
   attributes of the instances, one row per series as a rule: see ``SUMMARY_TAGS``), ``originals`` (original
   bytes of instances whose stored document fits MongoDB's 16 MiB limit), ``superseded`` (versions displaced
   by the duplicate policy), ``peers``;
@@ -43,7 +44,7 @@ from .base import (
     StoredInstance,
     fits_inline,
 )
-from .records import insert_sqlite_record
+from .records import IN_INSTANCE_ROW, SQLiteRecords, insert_sqlite_record, instance_row_body, move_from_instance_rows
 from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr, split_query
 from .sqlite_transaction import write_transaction
 
@@ -65,7 +66,8 @@ CREATE TABLE IF NOT EXISTS instances (
     source TEXT NOT NULL,
     blob_path TEXT,               -- NULL: the original is in table originals
     doc TEXT NOT NULL,
-    summary_id INTEGER NOT NULL   -- summaries.id
+    summary_id INTEGER NOT NULL,  -- summaries.id
+    provenance TEXT               -- the provenance record written with it (records.IN_INSTANCE_ROW), or NULL
 );
 -- One row per distinct (keys, elements of SUMMARY_TAGS) among the stored instances: one per series when
 -- its instances agree, as they should. Kept in the transaction that adds or removes an instance.
@@ -173,6 +175,15 @@ def load_document(text: str) -> dict[str, Any]:
     return json.loads(text, object_hook=_binary_back)
 
 
+def _record_for_row(extra_records: Sequence[tuple[str, dict[str, Any]]], sop_instance_uid: str):
+    """The (kind, record) of ``extra_records`` kept in the row of the instance stored with them, if any: the
+    first of kind IN_INSTANCE_ROW about that very instance."""
+    for entry in extra_records:
+        if entry[0] == IN_INSTANCE_ROW and entry[1].get("sop_instance_uid") == sop_instance_uid:
+            return entry
+    return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -201,8 +212,10 @@ class SQLiteBackend(Backend):
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = [self._writer]
         self._all_lock = threading.Lock()
-        self._writer.executescript(SCHEMA)
+        # The records' tables too: an instance's row going moves the record it keeps to theirs.
+        self._writer.executescript(SCHEMA + SQLiteRecords.SCHEMA)
         self._add_summaries(self._writer)
+        self._add_provenance_column(self._writer)
         self._create_attribute_indexes(self._writer, indexed_attributes)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -249,6 +262,12 @@ class SQLiteBackend(Backend):
                 for name in ("instances_patient", "instances_modality", "instances_sop_class"):
                     conn.execute(f"DROP INDEX IF EXISTS {name}")
             conn.execute("CREATE INDEX IF NOT EXISTS instances_summary ON instances(summary_id)")
+
+    @staticmethod
+    def _add_provenance_column(conn: sqlite3.Connection) -> None:
+        with write_transaction(conn):
+            if IN_INSTANCE_ROW not in {row[1] for row in conn.execute("PRAGMA table_info(instances)")}:
+                conn.execute(f"ALTER TABLE instances ADD COLUMN {IN_INSTANCE_ROW} TEXT")
 
     def _create_attribute_indexes(self, conn: sqlite3.Connection, keywords: list[str]) -> None:
         for keyword in keywords:
@@ -311,7 +330,11 @@ class SQLiteBackend(Backend):
                 else:
                     if existing:
                         self._supersede_existing(conn, existing[0], "replaced by a newer version (replace)")
-                    self._insert_instance(conn, record, doc_json, summary_json, blob_path, data)
+                    in_row = _record_for_row(extra_records, record.sop_instance_uid)
+                    if in_row is not None:
+                        extra_records = [r for r in extra_records if r is not in_row]
+                    self._insert_instance(conn, record, doc_json, summary_json, blob_path, data,
+                                          instance_row_body(in_row[1]) if in_row is not None else None)
                     outcome = PutOutcome.REPLACED if existing else PutOutcome.STORED
                 for kind, body in (*extra_records, *(when_stored if outcome in STORED_OUTCOMES else ())):
                     insert_sqlite_record(conn, kind, body)
@@ -373,16 +396,16 @@ class SQLiteBackend(Backend):
         return str(relative)
 
     def _insert_instance(self, conn, record: InstanceRecord, doc_json: str, summary_json: str,
-                         blob_path: str | None, data: bytes | None) -> None:
+                         blob_path: str | None, data: bytes | None, provenance: str | None = None) -> None:
         summary_id = self._summary_id(conn, record.patient_id, record.study_instance_uid, record.series_instance_uid,
                                       record.modality, record.sop_class_uid, summary_json)
         cur = conn.execute(
             "INSERT INTO instances (sop_instance_uid, sop_class_uid, patient_id, study_instance_uid, "
             "series_instance_uid, modality, transfer_syntax_uid, size, sha256, received_at, source, blob_path, doc, "
-            "summary_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"summary_id, {IN_INSTANCE_ROW}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (record.sop_instance_uid, record.sop_class_uid, record.patient_id, record.study_instance_uid,
              record.series_instance_uid, record.modality, record.transfer_syntax_uid, record.size, record.sha256,
-             record.received_at, json.dumps(record.source), blob_path, doc_json, summary_id),
+             record.received_at, json.dumps(record.source), blob_path, doc_json, summary_id, provenance),
         )
         self._count_in_summary(conn, summary_id, cur.lastrowid)
         if data is not None:
@@ -413,6 +436,7 @@ class SQLiteBackend(Backend):
     def _delete_instance_row(conn, instance_id: int) -> None:
         """Delete an instance (its original with it: ON DELETE CASCADE) and uncount it from its summary."""
         (summary_id,) = conn.execute("SELECT summary_id FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        move_from_instance_rows(conn, "id = ?", (instance_id,))  # the record of what routing did outlives it
         conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
         conn.execute(
             "UPDATE summaries SET n_instances = n_instances - 1,"

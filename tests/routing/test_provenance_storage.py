@@ -194,3 +194,63 @@ def test_values_given_as_json_text_are_written_as_they_are():
                    {"changes": JSONText(json.dumps(changes))}, {"plain": {"x": 1}}):
         parsed = {key: json.loads(value) if isinstance(value, JSONText) else value for key, value in record.items()}
         assert json.loads(record_json(record)) == parsed
+
+
+def test_a_record_outlives_its_instance_and_keeps_its_order(store):
+    """Whatever the store keeps a provenance record with (the instance's row on the embedded store), it is
+    found by the instance's UID, its received UID and its id, in the order written, and stays when the
+    instance is replaced or deleted; it can be updated and deleted as any record."""
+    backend, records = store
+
+    def put(data: bytes, note: str, policy=DuplicatePolicy.KEEP_FIRST) -> PutOutcome:
+        return backend.put(*instance("1.2.3.7", data), policy,
+                           [(PROVENANCE, {"sop_instance_uid": "1.2.3.7", "received_sop_instance_uid": "9.9", "note": note})])
+
+    records.insert(PROVENANCE, {"sop_instance_uid": "1.2.3.7", "note": "quarantined first"})
+    assert put(b"v1", "stored") == PutOutcome.STORED
+    assert put(b"v2", "replacing", DuplicatePolicy.REPLACE) == PutOutcome.REPLACED
+    assert notes(records, "1.2.3.7") == ["quarantined first", "stored", "replacing"]
+    assert [r["note"] for r in records.find(PROVENANCE, received_sop_instance_uid="9.9")] == ["stored", "replacing"]
+    replacing = records.find(PROVENANCE, sop_instance_uid="1.2.3.7")[-1]
+    assert records.get(PROVENANCE, replacing["id"])["note"] == "replacing"
+    assert backend.delete_instance("1.2.3.7")
+    assert notes(records, "1.2.3.7") == ["quarantined first", "stored", "replacing"]
+    assert put(b"v3", "stored again") == PutOutcome.STORED
+    latest = records.find(PROVENANCE, sop_instance_uid="1.2.3.7")[-1]
+    assert records.update(PROVENANCE, latest["id"], note="annotated")
+    assert notes(records, "1.2.3.7") == ["quarantined first", "stored", "replacing", "annotated"]
+    assert records.delete(PROVENANCE, replacing["id"])
+    assert notes(records, "1.2.3.7") == ["quarantined first", "stored", "annotated"]
+
+
+def test_the_embedded_store_keeps_a_record_in_its_instances_row(tmp_path):
+    """No row and index entry of its own in each routed instance's commit; the row of an instance stored
+    by an earlier version gets the column on open."""
+    import sqlite3
+
+    from dopamine_py.storage.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(tmp_path / "store")
+    records = open_records(backend)
+    assert backend.put(*instance("1.2.3.8", b"data"), DuplicatePolicy.KEEP_FIRST,
+                       [(PROVENANCE, {"sop_instance_uid": "1.2.3.8", "note": "kept"})]) == PutOutcome.STORED
+    with sqlite3.connect(backend.db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM provenance").fetchone() == (0,)
+        [(body,)] = conn.execute("SELECT provenance FROM instances WHERE sop_instance_uid = '1.2.3.8'").fetchall()
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT provenance FROM instances WHERE provenance IS NOT NULL"
+                            " AND sop_instance_uid = ?", ("1.2.3.8",)).fetchall()
+    assert json.loads(body)["note"] == "kept" and "sop_instance_uid" in str(plan)  # found through its index
+    records.close()
+    backend.close()
+
+    older = tmp_path / "older"
+    SQLiteBackend(older).close()
+    with sqlite3.connect(older / "dopamine.sqlite") as conn:  # as an earlier version made it
+        conn.execute("ALTER TABLE instances DROP COLUMN provenance")
+    backend = SQLiteBackend(older)
+    records = open_records(backend)
+    backend.put(*instance("1.2.3.9", b"data"), DuplicatePolicy.KEEP_FIRST,
+                [(PROVENANCE, {"sop_instance_uid": "1.2.3.9", "note": "after the upgrade"})])
+    assert notes(records, "1.2.3.9") == ["after the upgrade"]
+    records.close()
+    backend.close()
