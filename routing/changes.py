@@ -90,6 +90,10 @@ class Journal:
         # tag -> as it was: the element itself when encoded and not a sequence (immutable: the common case,
         # kept at no cost), a snapshot of that element alone otherwise, None when it was absent
         self.before: dict = {}
+        # keep_encoded(tag, element): touch(tag) for an element of the store that is encoded, of an explicit
+        # VR other than SQ (so neither decoded in place since the rule began nor changed without a touch:
+        # as the rule found it), without a call of Python's: the profile makes a score of them per instance.
+        self.keep_encoded = self.before.setdefault
 
     def touch(self, tag: int) -> None:
         if tag in self.before:
@@ -112,8 +116,8 @@ class Journal:
         # The common case, written out: encoded elements replaced, removed or added, described at once when
         # that depends on their encoded values only (as PendingChange.resolve would).
         pending: list[PendingChange | Change] = []
-        for tag in self.original:
-            old = before.get(tag)
+        for tag in [t for t in self.original if t in before]:
+            old = before[tag]
             if old is None:
                 continue
             new = store.get(tag)

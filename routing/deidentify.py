@@ -204,7 +204,9 @@ class _Run:
 
     def execute(self) -> None:
         ds = self.ctx.ds
-        self.touch = self.ctx.journal.touch if self.ctx.journal is not None else _untracked
+        journal = self.ctx.journal
+        self.touch = journal.touch if journal is not None else _untracked
+        self.keep_encoded = journal.keep_encoded if journal is not None else _untracked_element
         options = self.action.options
         self.original_patient_id = _text(ds, PATIENT_ID)
         if "retainLongitudinalModifiedDates" in options:
@@ -232,6 +234,7 @@ class _Run:
         store = element_store(ds)
         exact = self.plan.exact
         touch = self.touch if top else _untracked  # changes in items: their top-level sequence was touched
+        keep_encoded = self.keep_encoded if top else _untracked_element
         for key, raw in list(store.items()):
             tag = int(key)
             group = tag >> 16
@@ -248,9 +251,12 @@ class _Run:
             personal = top and tag in (PATIENT_ID, PATIENT_NAME)
             if personal and code in ("D", "Z") and self.ctx.pseudonymized:
                 continue  # an earlier Pseudonymize already replaced it with a non-identifying value
-            touch(key)
+            if type(raw) is RawDataElement and raw.VR is not None and raw.VR != "SQ":
+                keep_encoded(key, raw)  # what touch does for an encoded element, without a call of its own
+            else:
+                touch(key)
             if code == "X":
-                del ds[tag]  # without decoding it first
+                del ds[key]  # without decoding it first; by the key itself, which pydicom's Tag would remake
                 continue
             vr = decoded_vr(tag, raw)
             if code in ("Z", "D") and vr not in (None, "SQ", "UI") and not group % 2:
@@ -409,6 +415,10 @@ remembered_replacement = lru_cache(maxsize=4096)(encoded.raw_replacement)
 def _untracked(tag: int) -> None:
     """Nothing to note: no journal (the engine compares snapshots of the whole data set), or a change inside
     items, whose top-level sequence was touched."""
+
+
+def _untracked_element(tag: int, element: RawDataElement) -> None:
+    """As _untracked, for Journal.keep_encoded."""
 
 
 def dummy_of(vr: str):
