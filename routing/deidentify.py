@@ -206,7 +206,7 @@ class _Run:
         ds = self.ctx.ds
         journal = self.ctx.journal
         self.touch = journal.touch if journal is not None else _untracked
-        self.keep_encoded = journal.keep_encoded if journal is not None else _untracked_element
+        self.keep_encoded = journal.keep_encoded if journal is not None else _untracked
         options = self.action.options
         self.original_patient_id = _text(ds, PATIENT_ID)
         if "retainLongitudinalModifiedDates" in options:
@@ -234,7 +234,7 @@ class _Run:
         store = element_store(ds)
         exact = self.plan.exact
         touch = self.touch if top else _untracked  # changes in items: their top-level sequence was touched
-        keep_encoded = self.keep_encoded if top else _untracked_element
+        keep_encoded = self.keep_encoded if top else _untracked
         for key, raw in list(store.items()):
             tag = int(key)
             group = tag >> 16
@@ -412,13 +412,9 @@ def mapped_uid_element(key: bytes, tag: int, value: bytes, dummy: bool,
 remembered_replacement = lru_cache(maxsize=4096)(encoded.raw_replacement)
 
 
-def _untracked(tag: int) -> None:
-    """Nothing to note: no journal (the engine compares snapshots of the whole data set), or a change inside
-    items, whose top-level sequence was touched."""
-
-
-def _untracked_element(tag: int, element: RawDataElement) -> None:
-    """As _untracked, for Journal.keep_encoded."""
+def _untracked(tag: int, element: RawDataElement | None = None) -> None:
+    """Nothing to note, for Journal.touch and Journal.keep_encoded: no journal (the engine compares snapshots
+    of the whole data set), or a change inside items, whose top-level sequence was touched."""
 
 
 def dummy_of(vr: str):

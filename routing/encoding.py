@@ -99,10 +99,8 @@ def _transfer_syntax(meta: Dataset) -> tuple[bool, bool, bool] | None:
     """``_syntax`` of the meta's Transfer Syntax UID, read from its encoded value when it has one (as
     part10.file_meta leaves it): decoding it cost a tenth of the encoding of a small instance."""
     element = meta._dict.get(TRANSFER_SYNTAX)
-    if type(element) is RawDataElement and element.value is not None:
-        uids = raw_values.uids(element.value)
-        return _syntax(UID(uids[0])) if len(uids) == 1 else None
-    return _syntax(meta.get("TransferSyntaxUID"))
+    text = _uid_text(element) if element is not None else None  # several values: no transfer syntax, None
+    return _syntax(UID(text)) if text is not None else _syntax(meta.get("TransferSyntaxUID"))
 
 
 @lru_cache(maxsize=64)
