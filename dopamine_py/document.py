@@ -17,12 +17,11 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from pydicom.dataelem import DataElement, RawDataElement
-from functools import lru_cache
-
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -117,12 +116,36 @@ def to_document(ds: Dataset, options: DocumentOptions = DocumentOptions(), *, fr
         if from_raw and isinstance(raw, RawDataElement):
             if encodings is None:
                 encodings = ds._character_set
+            if raw.VR == "SQ" and raw.value is not None:
+                key = encodings if type(encodings) is str else tuple(encodings)
+                doc[tag_key(tag)] = _copied(_encoded_sequence(raw, key, options))
+                continue
             element = raw_values.element(raw, encodings)
             if element is not None:
                 doc[tag_key(tag)] = element
                 continue
         doc[tag_key(tag)] = _element(ds[tag], options, from_raw)
     return doc
+
+
+@lru_cache(maxsize=256)
+def _encoded_sequence(raw: RawDataElement, encodings: str | tuple[str, ...], options: DocumentOptions) -> dict[str, Any]:
+    """The document of a sequence still encoded, as pydicom decodes it, on a data set of its own. Only
+    routing's replacements leave a sequence encoded (pydicom decodes those it reads), the same one in
+    every instance, and decoding it in place cost more than all the other elements of a document."""
+    holder = Dataset(parent_encoding=encodings if type(encodings) is str else list(encodings))
+    holder.set_original_encoding(raw.is_implicit_VR, raw.is_little_endian, holder._parent_encoding)
+    holder._dict[raw.tag] = raw
+    return _element(holder[raw.tag], options)
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a document's lists and dicts (the remembered one stays as it was made)."""
+    if type(value) is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copied(item) for item in value]
+    return value
 
 
 def _bulk_vr(raw: DataElement | RawDataElement, tag: int, options: DocumentOptions) -> str | None:

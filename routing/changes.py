@@ -21,6 +21,7 @@ from pydicom.tag import BaseTag
 from dopamine_py import raw_values
 
 from .copying import element_store, vr_of
+from .encoding import character_set
 from .paths import describe
 
 SHOWN_BYTES = 32
@@ -56,20 +57,44 @@ def snapshot(ds: Dataset) -> Snapshot:
     return _snapshot_of(ds, element_store(ds))
 
 
-def _snapshot_of(ds: Dataset, elements_of: dict) -> Snapshot:
-    """A snapshot of ``ds`` restricted to the tags of ``elements_of`` (its whole store, or some of it)."""
+def _snapshot_of(ds: Dataset, elements_of: dict, in_place: bool = True) -> Snapshot:
+    """A snapshot of ``ds`` restricted to the tags of ``elements_of`` (its whole store, or some of it).
+
+    Its encoded sequences are decoded in place, so that the snapshot holds the very items an action
+    would then change; or, ``in_place=False`` for a snapshot of how a rule left the data set, the items
+    of an encoded sequence (a replacement routing made, the same in every instance) are those of a
+    decoding of its own, remembered."""
     store = element_store(ds)
+    encoded_items = {}
     for tag in [t for t, e in elements_of.items() if type(e) is RawDataElement and (e.VR == "SQ" or e.VR is None)]:
-        if vr_of(tag, store[tag]) == "SQ":
+        element = store[tag]
+        if not in_place and element.VR == "SQ" and element.value is not None:
+            encoded_items[tag] = list(_item_snapshots(element, _encodings_key(character_set(ds))))
+        elif vr_of(tag, element) == "SQ":
             ds[tag]  # decode the sequence (of the engine's own copy) to see its items
     # Taken after the decoding: decoding a sequence decodes other elements in place (Pixel Representation,
     # private creators), whose values must be kept as they are now, since an action may then assign a new one.
     elements = {tag: store[tag] for tag in elements_of} if elements_of is not store else dict(store)
     items = {tag: [snapshot(item) for item in element.value or []]
              for tag, element in elements.items() if type(element) is not RawDataElement and element.VR == "SQ"}
+    items.update(encoded_items)
     values = {tag: element.value for tag, element in elements.items()
               if type(element) is not RawDataElement and tag not in items}
     return Snapshot(ds, elements, values, items)
+
+
+@lru_cache(maxsize=256)
+def _item_snapshots(raw: RawDataElement, encodings: str | tuple[str, ...]) -> tuple[Snapshot, ...]:
+    """Snapshots of the items of an encoded sequence, decoded on a data set of their own, in the character
+    set of the data set that holds it (the items inherit it)."""
+    holder = Dataset(parent_encoding=encodings if type(encodings) is str else list(encodings))
+    holder.set_original_encoding(raw.is_implicit_VR, raw.is_little_endian, holder._parent_encoding)
+    holder._dict[raw.tag] = raw
+    return tuple(snapshot(item) for item in holder[raw.tag].value)
+
+
+def _encodings_key(encodings: str | list[str]) -> str | tuple[str, ...]:
+    return encodings if type(encodings) is str else tuple(encodings)
 
 
 class Journal:
@@ -124,7 +149,7 @@ class Journal:
             if new is old:
                 continue
             key = (int(tag),)
-            if new is None or type(new) is RawDataElement:
+            if new is None or type(new) is RawDataElement and new.VR != "SQ":
                 then = _element_signature(old)
                 now = None if new is None else _element_signature(new)
                 if then is not False and now is not False:
@@ -138,8 +163,15 @@ class Journal:
             else:
                 return self._compared(rule)
         added = {tag: element for tag, element in store.items() if tag in before and before[tag] is None}
-        if added:
-            _added(_snapshot_of(ds, added), None, (), rule, pending)
+        if not all(type(e) is RawDataElement and e.VR is not None and e.value is not None for e in added.values()):
+            _added(_snapshot_of(ds, added, in_place=False), None, (), rule, pending)
+            return pending
+        for tag, element in added.items():  # encoded: what _added finds, without a snapshot
+            key = (int(tag),)
+            if element.VR == "SQ":
+                pending.extend(_added_sequence(key, element, _encodings_key(character_set(ds)), rule))
+            else:
+                pending.append(PendingChange(key, None, (element, None, ds), rule))
         return pending
 
     def _compared(self, rule: str | int) -> list[PendingChange]:
@@ -152,7 +184,7 @@ class Journal:
                 then.items.update(kept.items)
             elif kept is not None:
                 then.elements[tag] = kept
-        now = _snapshot_of(self.ds, {t: e for t, e in self.store.items() if t in self.before})
+        now = _snapshot_of(self.ds, {t: e for t, e in self.store.items() if t in self.before}, in_place=False)
         return diff(then, now, rule)
 
 
@@ -203,7 +235,7 @@ PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR", "LO"
 
 def _vr_and_value(element: DataElement, value: Any) -> tuple[str, Any]:
     if element.VR == "SQ":
-        return "SQ", len(element.value or []) if isinstance(value, (list, tuple)) or value is None else value
+        return "SQ", value if type(value) is int else len(element.value or [])  # an entry's count, or its items
     return element.VR, _comparable(value)
 
 
@@ -352,12 +384,27 @@ def _added(after: Snapshot, before: Snapshot | None, prefix: tuple[int, ...], ru
     sequences = after.items
     for tag in [t for t in after.elements if t not in then or t in sequences]:
         key = prefix + (int(tag),)
+        element = after.elements[tag]
+        if tag not in then and type(element) is RawDataElement and tag in sequences:
+            out.extend(_added_sequence(key, element, _encodings_key(character_set(after.ds)), rule))
+            continue
         if tag not in then:
-            out.append(PendingChange(key, None, _entry(after, tag, after.elements[tag]), rule))
+            out.append(PendingChange(key, None, _entry(after, tag, element), rule))
         if tag in sequences:
             items = before.items.get(tag, ()) if before is not None else ()
             for index, item in enumerate(sequences[tag]):
                 _added(item, items[index] if index < len(items) else None, key + (index,), rule, out)
+
+
+@lru_cache(maxsize=256)
+def _added_sequence(key: tuple[int, ...], raw: RawDataElement, encodings: str | tuple[str, ...],
+                    rule: str | int) -> tuple[Change, ...]:
+    """The changes of adding an encoded sequence, described: routing adds the same one to every instance."""
+    items = _item_snapshots(raw, encodings)
+    pending: list[PendingChange | Change] = [PendingChange(key, None, (raw, len(items), None), rule)]
+    for index, item in enumerate(items):
+        _added(item, None, key + (index,), rule, pending)
+    return tuple(resolve_all(pending))
 
 
 def resolve_all(pending: list[PendingChange | Change]) -> list[Change]:

@@ -48,7 +48,7 @@ from .actions import (
     sync_media_storage_uid,
 )
 from .context import Context
-from .copying import cheap_copy, decoded_vr, element_store, vr_of
+from .copying import decoded_vr, element_store, vr_of
 from .errors import ActionFailed
 from .paths import describe
 from .schema import RULES_DIR
@@ -362,34 +362,43 @@ class _Run:
             temporal = "REMOVED"
         encoding = encoded.encoding_of(ds)
         store = element_store(ds)
-        # Items of their own (a later rule may edit them), stored without Dataset.__setitem__, whose work is
-        # for sequences holding encoded elements.
-        codes = DataElement(DEIDENTIFICATION_METHOD_CODES, "SQ", Sequence([cheap_copy(item) for item in items]))
         for tag, vr, value in ((PATIENT_IDENTITY_REMOVED, "CS", "YES"), (DEIDENTIFICATION_METHOD, "LO", text),
-                               (DEIDENTIFICATION_METHOD_CODES, "SQ", codes), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
-            element = codes if vr == "SQ" else remembered_replacement(tag, vr, value, encoding)
+                               (DEIDENTIFICATION_METHOD_CODES, "SQ", items), (LONGITUDINAL_TEMPORAL, "CS", temporal)):
+            element = (remembered_sequence(tag, value, encoding) if vr == "SQ"
+                       else remembered_replacement(tag, vr, value, encoding))
             if element is not None:
                 self.touch(element.tag)  # the very key it is stored under: BaseTag compares in Python
                 store[element.tag] = element
-            else:
+            else:  # a data set of unknown encoding: pydicom's elements
                 self.touch(tag)
-                set_value(ds, tag, value, vr)
+                if vr == "SQ":
+                    ds.add_new(tag, vr, _sequence_of(value))
+                else:
+                    set_value(ds, tag, value, vr)
 
 
 @lru_cache(maxsize=64)
-def method_record(options: frozenset[str]) -> tuple[str, tuple[Dataset, ...]]:
-    """De-identification Method (its values joined) and the items of its code sequence, for ``options``."""
+def method_record(options: frozenset[str]) -> tuple[str, tuple[tuple[tuple[int, str, str], ...], ...]]:
+    """De-identification Method (its values joined) and the items of its code sequence, for ``options``,
+    each item as (tag, VR, value) of its elements."""
     methods = [f"PS3.15 {load_table().edition} Basic Application Confidentiality Profile"]
     methods += [METHOD_CODES[o][1] for o in OPTIONS if o in options]
     items = []
     for name in ("basic",) + tuple(o for o in OPTIONS if o in options):
         value, meaning = METHOD_CODES[name]
-        item = Dataset()
-        item.add_new(0x00080100, "SH", value)  # Code Value
-        item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
-        item.add_new(0x00080104, "LO", meaning)  # Code Meaning
-        items.append(item)
+        # Code Value, Coding Scheme Designator, Code Meaning
+        items.append(((0x00080100, "SH", value), (0x00080102, "SH", "DCM"), (0x00080104, "LO", meaning)))
     return "\\".join(m[:64] for m in methods), tuple(items)
+
+
+def _sequence_of(items: tuple[tuple[tuple[int, str, str], ...], ...]) -> Sequence:
+    sequence = Sequence()
+    for elements in items:
+        item = Dataset()
+        for tag, vr, value in elements:
+            item.add_new(tag, vr, value)
+        sequence.append(item)
+    return sequence
 
 
 @lru_cache(maxsize=4096)  # the study, series and frame of reference UIDs of a series' instances are the same
@@ -410,6 +419,9 @@ def mapped_uid_element(key: bytes, tag: int, value: bytes, dummy: bool,
 # Encoded replacements remembered: the same few dozen (dummies, empty values, the profile's record) go into
 # every de-identified instance.
 remembered_replacement = lru_cache(maxsize=4096)(encoded.raw_replacement)
+# The profile's record of its method codes: encoded once, and from then on a sequence costs what one
+# element costs (built, described, encoded and documented item by item, it was a tenth of the routing).
+remembered_sequence = lru_cache(maxsize=64)(encoded.raw_sequence)
 
 
 def _untracked(tag: int, element: RawDataElement | None = None) -> None:

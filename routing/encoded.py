@@ -1,5 +1,5 @@
 """Replacement elements made in encoded form, for the values the profile writes most: empty values,
-dummies and mapped UIDs.
+dummies, mapped UIDs and the code sequence of its record.
 
 A rule that sets an element through pydicom pays for a DataElement (value validation, MultiValue, UID
 objects), then again to describe the change, to encode the routed data set and to build its document. A
@@ -7,6 +7,10 @@ RawDataElement holding the bytes pydicom's writer would produce costs none of th
 the document is made from it as from any element read from a file, and a change to a constant dummy is
 described once per process. Only plain ASCII values are made this way, which every character set DICOM
 allows encodes identically; the others keep pydicom's path (``raw_replacement`` returns None).
+
+pydicom decodes every sequence it reads, so an encoded sequence is one of these: the change tracking
+(routing/changes.py) and the document (dopamine_py/document.py) each decode it once, on a data set of
+its own, and remember what they found.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from .encoding import NUMBER_FORMATS, PADDED_BINARY_VRS  # the encoder's: what pydicom's writer does
+from .encoding import ITEM, NUMBER_FORMATS, PADDED_BINARY_VRS, header_maker  # the encoder's: pydicom's writer's
 
 # The padding pydicom's writer adds to an odd-length value of each kind.
 NUL_PADDED = frozenset({"UI"})
@@ -65,6 +69,28 @@ def raw_replacement(tag: int, vr: str, value: str | int | float | bytes | None,
     if data is None:
         return None
     return _raw(tag, vr, data, encoding)
+
+
+def raw_sequence(tag: int, items: tuple[tuple[tuple[int, str, str | int | float | bytes | None], ...], ...],
+                 encoding: tuple[bool, bool] | None) -> RawDataElement | None:
+    """A sequence of ``items``, each a tuple of (tag, VR, value) in tag order, encoded as pydicom's writer
+    encodes such a sequence (its items and itself of defined length); None when a value is not one this
+    module writes. Decoded, it is a sequence like any other: a rule can still read and edit its items."""
+    if encoding is None:
+        return None
+    header = header_maker(*encoding)
+    order = "<" if encoding[1] else ">"
+    value = bytearray()
+    for item in items:
+        body = bytearray()
+        for item_tag, vr, item_value in item:
+            data = value_bytes(vr, item_value, encoding[1])
+            head = header(item_tag, vr, len(data)) if data is not None else None
+            if head is None:
+                return None
+            body += head + data
+        value += struct.pack(order + "HHL", ITEM >> 16, ITEM & 0xFFFF, len(body)) + body
+    return _raw(tag, "SQ", bytes(value), encoding)
 
 
 def uid_element(tag: int, uids: list[str], encoding: tuple[bool, bool]) -> RawDataElement | None:

@@ -27,6 +27,7 @@ from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
@@ -114,11 +115,11 @@ def _syntax(uid: UID | None) -> tuple[bool, bool, bool] | None:
 
 def _as_read(ds: Dataset, encoding: tuple[bool, bool]) -> bool:
     """Whether dcmwrite would write the raw elements of ``ds`` as they are (it decodes them otherwise)."""
-    return ds.original_encoding == encoding and ds.original_character_set == _character_set(ds)
+    return ds.original_encoding == encoding and ds.original_character_set == character_set(ds)
 
 
-def _character_set(ds: Dataset) -> str | list[str]:
-    """``ds._character_set``, without its element lookup and conversion on every call."""
+def character_set(ds: Dataset) -> str | list[str]:
+    """``ds._character_set``, without decoding Specific Character Set in place or converting it on every call."""
     value = _specific_character_set(ds)
     if value is None:
         return ds._parent_encoding
@@ -135,11 +136,22 @@ def _specific_character_set(ds: Dataset) -> str | list[str] | None:
     element = ds._dict.get(SPECIFIC_CHARACTER_SET)
     if element is None:
         return None
-    document = raw_values.element(element, default_encoding) if type(element) is RawDataElement else None
-    if document is not None and document["vr"] == "CS" and document.get("Value"):
-        values = document["Value"]  # as pydicom decodes a CS value
-        return values[0] if len(values) == 1 else values
+    if type(element) is RawDataElement:
+        values = _encoded_character_set(element.VR, element.value, element.is_implicit_VR, element.is_little_endian)
+        if values is not None:
+            return values[0] if len(values) == 1 else list(values)
     return ds[SPECIFIC_CHARACTER_SET].value
+
+
+@lru_cache(maxsize=64)
+def _encoded_character_set(vr: str | None, value: bytes | None, implicit: bool, little: bool) -> tuple[str, ...] | None:
+    """The values of an encoded Specific Character Set as pydicom decodes them (a CS value), or None when
+    raw_values does not read it. Remembered: a character set is looked up several times per instance."""
+    raw = RawDataElement(BaseTag(SPECIFIC_CHARACTER_SET), vr, len(value or b""), value, 0, implicit, little, True, False)
+    document = raw_values.element(raw, default_encoding)
+    if document is not None and document["vr"] == "CS" and document.get("Value"):
+        return tuple(document["Value"])
+    return None
 
 
 @lru_cache(maxsize=64)
@@ -251,7 +263,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     ``shared`` (see _shared_with): the elements still those of the received data set, as read, are
     copied from its buffer, header included, a run of consecutive ones at a time. Written inline: this
     loop runs for every element of every routed instance."""
-    header = _header_maker(implicit, little)
+    header = header_maker(implicit, little)
     charset = _specific_character_set(ds)
     encodings = charset if charset is not None else parent_encoding
     codecs = _encodings(encodings if type(encodings) is str else tuple(encodings) if encodings else default_encoding)
@@ -397,7 +409,7 @@ def _value_bytes(element: DataElement, codecs: list[str], little: bool) -> bytes
 
 
 @lru_cache(maxsize=None)
-def _header_maker(implicit: bool, little: bool) -> Header:
+def header_maker(implicit: bool, little: bool) -> Header:
     """header(tag, VR, length): the bytes write_data_element puts before a value, or None when it would
     write something else (a VR it refuses or changes)."""
     order = "<" if little else ">"

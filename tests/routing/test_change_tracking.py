@@ -107,12 +107,18 @@ JOURNALED = {
         '<Pseudonymize/><SetElement tag="ReferencedImageSequence[0].ReferencedSOPInstanceUID" value="1.2.3"/>',
         extra_rules='<Rule name="r2"><Action><Deidentify profile="basic" retainUIDs="true" cleanDescriptors="true"/>'
                     '</Action></Rule>'),
+    # The second finds the first's record, its code sequence still encoded, and replaces it.
+    "profile twice": lambda: ruleset(
+        '<Deidentify profile="basic"/>',
+        extra_rules='<Rule name="r2"><Action><Deidentify profile="basic" retainUIDs="true" cleanDescriptors="true"/>'
+                    '</Action></Rule>'),
 }
 
 
 def forget_descriptions():
     """Each way describes its changes afresh: a description remembered by one must not serve the other."""
-    for cache in (changes._resolved, changes._decoded_raw, changes.path_text):
+    for cache in (changes._resolved, changes._decoded_raw, changes.path_text, changes._item_snapshots,
+                  changes._added_sequence):
         cache.cache_clear()
 
 

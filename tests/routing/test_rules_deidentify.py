@@ -275,6 +275,77 @@ def test_deidentify_without_the_key_is_refused():
         ruleset('<Deidentify profile="basic"/>').apply(minimal(), None, {})
 
 
+# The code sequence is stored encoded (routing/encoded.py), the same element in every instance: it must be the
+# sequence pydicom would write, read, document and let a later rule edit.
+
+ENCODINGS = {"implicit VR little endian": (True, True), "explicit VR little endian": (False, True),
+             "explicit VR big endian": (False, False)}
+CODES_TAG = 0x00120064
+
+
+def written(element, implicit: bool, little: bool) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    out = DicomBytesIO()
+    out.is_implicit_VR, out.is_little_endian = implicit, little
+    write_data_element(out, element)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_the_code_sequence_left_encoded_is_the_one_pydicom_writes_and_reads(encoding):
+    from routing.deidentify import _sequence_of, method_record, remembered_sequence
+
+    implicit, little = ENCODINGS[encoding]
+    everything = frozenset(o for o in OPTIONS if o != "retainLongitudinalFullDates")
+    for options in (frozenset(), everything):
+        items = method_record(options)[1]
+        raw = remembered_sequence(CODES_TAG, items, (implicit, little))
+        plain = Dataset()
+        plain.add_new(CODES_TAG, "SQ", _sequence_of(items))
+        assert written(raw, implicit, little) == written(plain[CODES_TAG], implicit, little), options
+        holder = Dataset()
+        holder.set_original_encoding(implicit, little, "ISO_IR 6")
+        holder._dict[raw.tag] = raw
+        read = [[(int(e.tag), e.VR, e.value) for e in item] for item in holder[CODES_TAG].value]
+        assert read == [[(int(e.tag), e.VR, e.value) for e in item] for item in plain[CODES_TAG].value]
+        assert len(read) == 1 + len(options)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+                                  "SC_rgb.dcm"])
+def test_a_de_identified_file_keeps_its_code_sequence_encoded_and_documents_it_as_pydicom(name):
+    from pydicom.dataelem import RawDataElement
+
+    from dopamine_py.document import to_document
+    from routing.changes import resolve_all
+
+    result = ruleset('<Deidentify profile="basic"/>').apply(sample(name), None, SECRETS)
+    out = result.dataset
+    assert type(out._dict[CODES_TAG]) is RawDataElement  # the fast path, taken for a file as read
+    document = to_document(out)
+    assert type(out._dict[CODES_TAG]) is RawDataElement  # not decoded in place to build the document
+    assert document == to_document(out, from_raw=False)  # pydicom decodes every element
+    assert document["00120064"]["Value"][0]["00080100"] == {"vr": "SH", "Value": ["113100"]}
+    added = [c.path for c in resolve_all(result.changes) if c.kind == "added"]
+    assert added[added.index("DeidentificationMethodCodeSequence"):][:4] == [
+        "DeidentificationMethodCodeSequence", "DeidentificationMethodCodeSequence[0].CodeValue",
+        "DeidentificationMethodCodeSequence[0].CodingSchemeDesignator",
+        "DeidentificationMethodCodeSequence[0].CodeMeaning"]
+
+
+def test_a_later_rule_edits_the_code_sequence_of_its_own_instance_only():
+    rs = ruleset('<Deidentify profile="basic"/>', extra_rules='<Rule name="r2"><Action><SetElement '
+                 'tag="DeidentificationMethodCodeSequence[0].CodeMeaning" value="Edited"/></Action></Rule>')
+    first = rs.apply(sample(), None, SECRETS)
+    assert first.dataset.DeidentificationMethodCodeSequence[0].CodeMeaning == "Edited"
+    assert [str(c) for c in first.changes if "CodeMeaning" in c.path][-1] == (
+        "~ DeidentificationMethodCodeSequence[0].CodeMeaning: Basic Application Confidentiality Profile -> Edited")
+    again = deidentify(sample())
+    assert again.DeidentificationMethodCodeSequence[0].CodeMeaning == "Basic Application Confidentiality Profile"
+
+
 # ---------------------------------------------------------------------------------- real files
 
 SAMPLES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "rtstruct.dcm", "test-SR.dcm",
