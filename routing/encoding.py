@@ -299,6 +299,11 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
             run_start = run_end = -1
         length = None
         if type(element) is RawDataElement:
+            if element.value is not None and element.length != UNDEFINED:
+                encoded = _encoded_element(element, implicit, little)
+                if encoded is not None:
+                    out.write(encoded)
+                    continue
             value = _raw_value(ds, element, header) if element.length != UNDEFINED else None
         elif element.VR == "SQ":
             value = _items(element, codecs, implicit, little)
@@ -317,6 +322,14 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
         write_data_element(out, ds.get_item(tag), encodings)
     if run_start >= 0:
         out.write(view[run_start:run_end])
+
+
+@lru_cache(maxsize=1024)
+def _encoded_element(element: RawDataElement, implicit: bool, little: bool) -> bytes | None:
+    """Header and value of a raw element that holds its value, as _write_elements writes it. Remembered:
+    the replacements routing makes (routing/encoded.py) are the same few objects in every instance."""
+    head = header_maker(implicit, little)(element.tag, element.VR, len(element.value))
+    return head + element.value if head is not None else None
 
 
 def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: bool) -> bytes | None:
