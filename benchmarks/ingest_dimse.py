@@ -164,9 +164,10 @@ def serve_dopamine(args: list[str], log_path: Path, source: Path, timeout: float
     return process
 
 
-def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60, ruleset: Path | None = None) -> Running:
+def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60, ruleset: Path | None = None,
+                   source: Path = REPO) -> Running:
     """`dopamine serve` with the embedded store in ``work_dir``, on free ports of 127.0.0.1; with
-    ``ruleset`` active for every input (keyed actions get a throwaway key)."""
+    ``ruleset`` active for every input (keyed actions get a throwaway key); run from the checkout ``source``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
     dimse_port, http_port = free_port(), free_port()
@@ -177,16 +178,17 @@ def start_dopamine(work_dir: Path, aet: str = "DOPAMINE", timeout: float = 60, r
     config.write_text(f'[routing]\nsecrets_file = "{secrets}"\n')
     if ruleset is not None:
         activated = subprocess.run([sys.executable, "-m", "dopamine_py.cli", "rules", "activate", str(ruleset),
-                                    "--data-dir", str(data_dir)], capture_output=True, text=True, cwd=REPO)
+                                    "--data-dir", str(data_dir)], capture_output=True, text=True, cwd=source)
         if activated.returncode != 0:
             raise BenchmarkError(f"cannot activate {ruleset}: {activated.stdout}{activated.stderr}")
     # Access control as shipped (deny by default), with the rule a site adds for a sending modality.
     grant = subprocess.run([sys.executable, "-m", "dopamine_py.cli", "acl", "add", "--data-dir", str(data_dir),
-                            f"aet:{SCU_AET}@127.0.0.1", "Store"], capture_output=True, text=True, cwd=REPO)
+                            f"aet:{SCU_AET}@127.0.0.1", "Store"], capture_output=True, text=True, cwd=source)
     if grant.returncode != 0:
         raise BenchmarkError(f"cannot allow {SCU_AET} to store: {grant.stdout}{grant.stderr}")
     process = serve_dopamine(["--config", str(config), "--data-dir", str(data_dir), "--aet", aet,
-                              "--dimse-port", str(dimse_port), "--http-port", str(http_port)], log_path, REPO, timeout)
+                              "--dimse-port", str(dimse_port), "--http-port", str(http_port)],
+                             log_path, source, timeout)
 
     def count() -> int:
         # Counted through the archive API once the server is stopped (SQLite then has one writer only).

@@ -1,10 +1,12 @@
 """Ingest with the PS3.15 basic profile active vs without rules, on the same corpus, in one run.
 
 Target (the router issue): with the basic profile, at least 80% of the rate without rules.
-Run: python benchmarks/ingest_routing.py [--instances N] [--runs R]
+Run: python benchmarks/ingest_routing.py [--instances N] [--runs R] [--baseline-source DIR]
      python benchmarks/ingest_routing.py --in-process [--instances N] [--runs R]
 
-The first form sends the corpus over DIMSE to `dopamine serve` (see ingest_dimse.py). The second calls
+The first form sends the corpus over DIMSE to `dopamine serve` (see ingest_dimse.py); with
+--baseline-source, another checkout (e.g. `git worktree add /tmp/base HEAD~1`) runs beside this one,
+their archives alternating, which is how a change shows through a shared machine's noise. The second calls
 ArchiveService.store_bytes in this process, archives on the embedded store alternating, and prints the
 routing overhead per instance in CPU time (which the disk flush of each commit does not blur) and in
 wall time.
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--in-process", action="store_true", help="ArchiveService.store_bytes, no server")
+    parser.add_argument("--baseline-source", type=Path, help="another checkout, measured alongside (DIMSE only)")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
     compare = _compare_in_process if args.in_process else _compare
@@ -42,19 +45,23 @@ def _compare(root: Path, args: argparse.Namespace) -> int:
     corpus = write_corpus(root / "corpus", CorpusSpec(instances=args.instances))
     warmup = write_corpus(root / "warmup", CorpusSpec(instances=50, seed=WARMUP_SEED))
     sender = SENDERS["storescu"]()
-    variants = {"no rules": start_dopamine,
-                "basic profile": functools.partial(start_dopamine, ruleset=BASIC_PROFILE)}
+    sources = {"": REPO, " (baseline)": args.baseline_source} if args.baseline_source else {"": REPO}
+    variants = {f"{name}{tree}": functools.partial(start_dopamine, source=source,
+                                                   ruleset=BASIC_PROFILE if name == VARIANTS[1] else None)
+                for tree, source in sources.items() for name in VARIANTS}
     rates = alternating_runs(variants, args.runs, root, sender, warmup, corpus)
     medians = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"\n{'variant':<14} {'median inst/s':>13}")
+    print(f"\n{'variant':<25} {'median inst/s':>13}")
     for name, value in medians.items():
-        print(f"{name:<14} {value:>13.1f}")
-    # The two variants of a run follow each other (A B, then B A): their ratio compares them under the same
-    # machine load, which on a shared machine moves the rate without rules by a fifth from run to run.
-    paired = [basic / none for basic, none in zip(rates["basic profile"], rates["no rules"])]
-    print(f"basic profile / no rules, per run: {' '.join(f'{r:.2f}' for r in paired)}")
-    print(f"basic profile / no rules: {medians['basic profile'] / medians['no rules']:.2f} (ratio of the medians), "
-          f"{statistics.median(paired):.2f} (median of the runs' ratios); target >= 0.80")
+        print(f"{name:<25} {value:>13.1f}")
+    for tree, source in sources.items():
+        none, basic = f"{VARIANTS[0]}{tree}", f"{VARIANTS[1]}{tree}"
+        # The two variants of a run follow each other (A B, then B A): their ratio compares them under the same
+        # machine load, which on a shared machine moves the rate without rules by a fifth from run to run.
+        paired = [b / n for b, n in zip(rates[basic], rates[none])]
+        print(f"{source}: basic profile / no rules, per run: {' '.join(f'{r:.2f}' for r in paired)}")
+        print(f"{source}: basic profile / no rules: {medians[basic] / medians[none]:.2f} (ratio of the medians), "
+              f"{statistics.median(paired):.2f} (median of the runs' ratios); target >= 0.80")
     return 0
 
 
