@@ -129,14 +129,21 @@ def to_document(ds: Dataset, options: DocumentOptions = DocumentOptions(), *, fr
 
 
 @lru_cache(maxsize=256)
-def _encoded_sequence(raw: RawDataElement, encodings: str | tuple[str, ...], options: DocumentOptions) -> dict[str, Any]:
-    """The document of a sequence still encoded, as pydicom decodes it, on a data set of its own. Only
-    routing's replacements leave a sequence encoded (pydicom decodes those it reads), the same one in
-    every instance, and decoding it in place cost more than all the other elements of a document."""
+def _encoded_sequence(raw: RawDataElement, encodings: str | tuple[str, ...],
+                      options: DocumentOptions) -> dict[str, Any]:
+    """The document of a sequence still encoded. Only routing's replacements leave a sequence encoded
+    (pydicom decodes those it reads), the same one in every instance, and decoding it in place cost more
+    than all the other elements of a document."""
+    return _element(sequence_alone(raw, encodings), options)
+
+
+def sequence_alone(raw: RawDataElement, encodings: str | tuple[str, ...]) -> DataElement:
+    """An encoded sequence decoded on a data set of its own, whose character set (``encodings``, that of
+    the data set holding it) its items inherit; the data set holding it keeps it encoded."""
     holder = Dataset(parent_encoding=encodings if type(encodings) is str else list(encodings))
     holder.set_original_encoding(raw.is_implicit_VR, raw.is_little_endian, holder._parent_encoding)
     holder._dict[raw.tag] = raw
-    return _element(holder[raw.tag], options)
+    return holder[raw.tag]
 
 
 def _copied(value: Any) -> Any:

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dopamine_py import raw_values
+from dopamine_py.document import sequence_alone
 
 from .copying import element_store, vr_of
 from .encoding import character_set
@@ -85,12 +86,8 @@ def _snapshot_of(ds: Dataset, elements_of: dict, in_place: bool = True) -> Snaps
 
 @lru_cache(maxsize=256)
 def _item_snapshots(raw: RawDataElement, encodings: str | tuple[str, ...]) -> tuple[Snapshot, ...]:
-    """Snapshots of the items of an encoded sequence, decoded on a data set of their own, in the character
-    set of the data set that holds it (the items inherit it)."""
-    holder = Dataset(parent_encoding=encodings if type(encodings) is str else list(encodings))
-    holder.set_original_encoding(raw.is_implicit_VR, raw.is_little_endian, holder._parent_encoding)
-    holder._dict[raw.tag] = raw
-    return tuple(snapshot(item) for item in holder[raw.tag].value)
+    """Snapshots of the items of an encoded sequence, decoded alone."""
+    return tuple(snapshot(item) for item in sequence_alone(raw, encodings).value)
 
 
 def _encodings_key(encodings: str | list[str]) -> str | tuple[str, ...]:

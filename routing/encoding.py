@@ -119,7 +119,7 @@ def _as_read(ds: Dataset, encoding: tuple[bool, bool]) -> bool:
 
 
 def character_set(ds: Dataset) -> str | list[str]:
-    """``ds._character_set``, without decoding Specific Character Set in place or converting it on every call."""
+    """``ds._character_set``, without decoding Specific Character Set in place or converting it each time."""
     value = _specific_character_set(ds)
     if value is None:
         return ds._parent_encoding
@@ -144,10 +144,12 @@ def _specific_character_set(ds: Dataset) -> str | list[str] | None:
 
 
 @lru_cache(maxsize=64)
-def _encoded_character_set(vr: str | None, value: bytes | None, implicit: bool, little: bool) -> tuple[str, ...] | None:
+def _encoded_character_set(vr: str | None, value: bytes | None, implicit: bool,
+                           little: bool) -> tuple[str, ...] | None:
     """The values of an encoded Specific Character Set as pydicom decodes them (a CS value), or None when
     raw_values does not read it. Remembered: a character set is looked up several times per instance."""
-    raw = RawDataElement(BaseTag(SPECIFIC_CHARACTER_SET), vr, len(value or b""), value, 0, implicit, little, True, False)
+    raw = RawDataElement(BaseTag(SPECIFIC_CHARACTER_SET), vr, len(value or b""), value, 0, implicit, little, True,
+                         False)
     document = raw_values.element(raw, default_encoding)
     if document is not None and document["vr"] == "CS" and document.get("Value"):
         return tuple(document["Value"])
