@@ -51,7 +51,7 @@ class Snapshot(NamedTuple):
     ds: Dataset
     elements: dict  # tag -> DataElement or RawDataElement
     values: dict  # tag -> value, for decoded elements other than sequences
-    items: dict  # tag -> [Snapshot of each item], for sequences
+    items: dict  # tag -> [Snapshot of each item] (a tuple when remembered), for sequences
 
 
 def snapshot(ds: Dataset) -> Snapshot:
@@ -70,7 +70,7 @@ def _snapshot_of(ds: Dataset, elements_of: dict, in_place: bool = True) -> Snaps
     for tag in [t for t, e in elements_of.items() if type(e) is RawDataElement and (e.VR == "SQ" or e.VR is None)]:
         element = store[tag]
         if not in_place and element.VR == "SQ" and element.value is not None:
-            encoded_items[tag] = list(_item_snapshots(element, _encodings_key(character_set(ds))))
+            encoded_items[tag] = _item_snapshots(element, _encodings_key(character_set(ds)))
         elif vr_of(tag, element) == "SQ":
             ds[tag]  # decode the sequence (of the engine's own copy) to see its items
     # Taken after the decoding: decoding a sequence decodes other elements in place (Pixel Representation,

@@ -22,7 +22,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from .encoding import ITEM, NUMBER_FORMATS, PADDED_BINARY_VRS, header_maker  # the encoder's: pydicom's writer's
+from .encoding import ITEM, NUMBER_FORMATS, PADDED_BINARY_VRS, delimiter, header_maker  # pydicom's writer's
 
 # The padding pydicom's writer adds to an odd-length value of each kind.
 NUL_PADDED = frozenset({"UI"})
@@ -79,7 +79,6 @@ def raw_sequence(tag: int, items: tuple[tuple[tuple[int, str, str | int | float 
     if encoding is None:
         return None
     header = header_maker(*encoding)
-    order = "<" if encoding[1] else ">"
     value = bytearray()
     for item in items:
         body = bytearray()
@@ -89,7 +88,7 @@ def raw_sequence(tag: int, items: tuple[tuple[tuple[int, str, str | int | float 
             if head is None:
                 return None
             body += head + data
-        value += struct.pack(order + "HHL", ITEM >> 16, ITEM & 0xFFFF, len(body)) + body
+        value += delimiter(ITEM, encoding[1], len(body)) + body
     return _raw(tag, "SQ", bytes(value), encoding)
 
 

@@ -318,7 +318,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
                 out.write(head)
                 out.write(value)
                 if length == UNDEFINED:
-                    out.write(_delimiter(SEQUENCE_DELIMITER, little))
+                    out.write(delimiter(SEQUENCE_DELIMITER, little))
                 continue
         out.is_implicit_VR, out.is_little_endian = implicit, little  # pydicom's writer reads them
         write_data_element(out, ds.get_item(tag), encodings)
@@ -342,12 +342,12 @@ def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: boo
     for item in sequence.value or ():
         if not _as_read(item, (implicit, little)) and not _plain(item):
             return None
-        out.write(_delimiter(ITEM, little, UNDEFINED))
+        out.write(delimiter(ITEM, little, UNDEFINED))
         start = out.tell()
         tags = _tags_to_write(item)
         _write_elements(out, item, tags, implicit, little, codecs)
         if getattr(item, "is_undefined_length_sequence_item", False):
-            out.write(_delimiter(ITEM_DELIMITER, little))
+            out.write(delimiter(ITEM_DELIMITER, little))
         else:
             end = out.tell()
             out.seek(start - 4)
@@ -366,7 +366,7 @@ def _plain(item: Dataset) -> bool:
     return True
 
 
-def _delimiter(tag: int, little: bool, length: int = 0) -> bytes:
+def delimiter(tag: int, little: bool, length: int = 0) -> bytes:
     return struct.pack("<HHL" if little else ">HHL", tag >> 16, tag & 0xFFFF, length)
 
 

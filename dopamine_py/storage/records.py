@@ -258,19 +258,18 @@ class SQLiteRecords(RecordStore):
 
     def update(self, kind: str, record_id: str, **fields: Any) -> bool:
         where, params = self._where(kind, {"id": record_id})
-        with self._lock:
+        with self._lock, write_transaction(self._conn) as conn:  # read and written as one
             if self._in_instance_rows(kind):  # changed, it is no longer what was written with the instance
-                with write_transaction(self._conn) as conn:
-                    in_rows, more = self._where_in_instance_rows({"id": record_id})
-                    move_from_instance_rows(conn, f"id IN (SELECT id{in_rows})", more)
-            row = self._conn.execute(f"SELECT seq, body{where}", params).fetchone()
+                in_rows, more = self._where_in_instance_rows({"id": record_id})
+                move_from_instance_rows(conn, f"id IN (SELECT id{in_rows})", more)
+            row = conn.execute(f"SELECT seq, body{where}", params).fetchone()
             if row is None:
                 return False
             body = {**json.loads(row[1]), **fields}
             columns = OWN_TABLES.get(kind, ())
             assignments = "".join(f", {c} = ?" for c in columns)  # the looked-up fields follow the body
-            self._conn.execute(f"UPDATE {kind if columns else 'records'} SET body = ?{assignments} WHERE seq = ?",
-                               (json.dumps(body), *(body.get(c) for c in columns), row[0]))
+            conn.execute(f"UPDATE {kind if columns else 'records'} SET body = ?{assignments} WHERE seq = ?",
+                         (json.dumps(body), *(body.get(c) for c in columns), row[0]))
         return True
 
     def delete(self, kind: str, record_id: str) -> bool:
