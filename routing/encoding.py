@@ -17,9 +17,8 @@ from __future__ import annotations
 import copy
 import io
 import struct
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Callable
 
 from pydicom.charset import convert_encodings, default_encoding, encode_string
 from pydicom.dataelem import DataElement, RawDataElement
@@ -68,10 +67,11 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
     meta = getattr(ds, "file_meta", None)
     syntax = _transfer_syntax(meta) if meta is not None else None
     preamble = getattr(ds, "preamble", None)
+    tags = _tags_to_write(ds)
     if (syntax is None
             or (preamble and len(preamble) != 128)
             or not _as_read(ds, syntax[:2]) or not _as_read(meta, EXPLICIT_LITTLE)
-            or not ds._dict or min(ds._dict, key=int) >> 16 <= 2):
+            or not tags or tags[0] >> 16 <= 2):  # nothing to write, or meta elements in the data set
         return encode_part10(ds)  # dcmwrite decodes and re-encodes every element, or refuses: let it
     implicit, little, compressed = syntax
     try:
@@ -86,9 +86,12 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
         pixels = ds._dict.get(PIXEL_DATA)
         if pixels is not None and not _undefined_length_as_dcmwrite_sets_it(pixels, compressed):
             ds[PIXEL_DATA].is_undefined_length = compressed  # as dcmwrite does
-        tags = _tags_to_write(ds)
-        with _shared_with(ds, received) as shared:
-            _write_elements(out, ds, tags, implicit, little, shared=shared)
+        buffer = _shared_buffer(ds, received)
+        if buffer is None:
+            _write_elements(out, ds, tags, implicit, little)
+        else:
+            with buffer.getbuffer() as view:
+                _write_elements(out, ds, tags, implicit, little, shared=(received._dict, view))
     except Exception:
         pass  # dcmwrite's own error (it names the element), raised outside this handler
     else:
@@ -100,8 +103,18 @@ def _transfer_syntax(meta: Dataset) -> tuple[bool, bool, bool] | None:
     """``_syntax`` of the meta's Transfer Syntax UID, read from its encoded value when it has one (as
     part10.file_meta leaves it): decoding it cost a tenth of the encoding of a small instance."""
     element = meta._dict.get(TRANSFER_SYNTAX)
+    if type(element) is RawDataElement and element.value is not None:
+        return _encoded_syntax(element.value)
     text = _uid_text(element) if element is not None else None  # several values: no transfer syntax, None
     return _syntax(UID(text)) if text is not None else _syntax(meta.get("TransferSyntaxUID"))
+
+
+@lru_cache(maxsize=64)
+def _encoded_syntax(value: bytes) -> tuple[bool, bool, bool] | None:
+    """``_syntax`` of an encoded Transfer Syntax UID (several values: none). Remembered by its bytes: making
+    a UID of its text each time cost more than the rest of reading the meta."""
+    uids = raw_values.uids(value)
+    return _syntax(UID(uids[0])) if len(uids) == 1 else None
 
 
 @lru_cache(maxsize=64)
@@ -187,9 +200,21 @@ def _meta_bytes(ds: Dataset, meta: Dataset) -> bytes:
     """The File Meta Information as dcmwrite writes it, preceded by its group length."""
     if not _meta_complete(ds, meta):
         meta = _completed_meta(ds, meta)
-    body = DicomBytesIO()
-    _write_elements(body, meta, [tag for tag in sorted(meta._dict, key=int) if tag != META_GROUP_LENGTH], False, True)
-    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, body.tell()) + body.getvalue()
+    tags = [tag for tag in sorted(meta._dict, key=int) if tag != META_GROUP_LENGTH]
+    parts = [_encoded_meta_element(meta._dict[tag]) for tag in tags]  # the common case: each as _write_elements
+    if None in parts:
+        body = DicomBytesIO()
+        _write_elements(body, meta, tags, False, True)
+        data = body.getvalue()
+    else:
+        data = b"".join(parts)
+    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(data)) + data
+
+
+def _encoded_meta_element(element: DataElement | RawDataElement) -> bytes | None:
+    if type(element) is RawDataElement and element.value is not None and element.length != UNDEFINED:
+        return _encoded_element(element, False, True)
+    return None
 
 
 def _meta_complete(ds: Dataset, meta: Dataset) -> bool:
@@ -242,17 +267,14 @@ def _tags_to_write(ds: Dataset) -> list[int]:
     return [tag for tag in sorted(ds._dict, key=int) if tag & 0xFFFF or tag >> 16 <= 6]
 
 
-@contextmanager
-def _shared_with(ds: Dataset, received: Dataset | None) -> Iterator[tuple[dict, memoryview] | None]:
-    """The elements of the data set ``ds`` was routed from, and the buffer both were read from; None
-    when the elements of ``ds`` cannot be copied from such a buffer."""
+def _shared_buffer(ds: Dataset, received: Dataset | None) -> io.BytesIO | None:
+    """The buffer ``ds`` and the data set it was routed from were both read from; None when the elements of
+    ``ds`` cannot be copied from such a buffer."""
     buffer = getattr(ds, "buffer", None)
     if (received is None or type(buffer) is not io.BytesIO or buffer.closed
             or getattr(received, "buffer", None) is not buffer or received.original_encoding != ds.original_encoding):
-        yield None
-        return
-    with buffer.getbuffer() as view:
-        yield received._dict, view
+        return None
+    return buffer
 
 
 def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: bool, little: bool,
@@ -262,9 +284,10 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     values and sequences of them encoded here, the rest by pydicom's write_data_element. ``ds`` was read
     in this encoding, or holds no raw element (write_dataset would decode them).
 
-    ``shared`` (see _shared_with): the elements still those of the received data set, as read, are
-    copied from its buffer, header included, a run of consecutive ones at a time. Written inline: this
-    loop runs for every element of every routed instance."""
+    ``shared``: the elements of the received data set and a view of the buffer it was read from (see
+    _shared_buffer). The elements of ``ds`` still those of the received data set, as read, are copied from
+    it, header included, a run of consecutive ones at a time. Written inline: this loop runs for every
+    element of every routed instance."""
     header = header_maker(implicit, little)
     charset = _specific_character_set(ds)
     encodings = charset if charset is not None else parent_encoding
