@@ -50,6 +50,8 @@ class Selector:
     user: str | None = None
 
     def applies(self, source: Any) -> bool:
+        if not (self.protocol or self.calling_aet or self.user):
+            return True  # the common binding: every input
         for wanted, actual in ((self.protocol, source.protocol), (self.calling_aet, source.calling_aet),
                                (self.user, source.user)):
             if wanted and not fnmatch.fnmatchcase(actual or "", wanted):
@@ -172,15 +174,19 @@ class Router:
         self.secrets = dict(secrets or {})
         self._clock = clock
         self._lock = threading.Lock()
-        self._active: list[tuple[Selector, RuleSet]] = []
-        self._loaded_at: float | None = None
+        # (when loaded, the active rule sets as (selector, rule set)): replaced whole, so that a store reads it
+        # without the lock while it is fresh
+        self._loaded: tuple[float, list[tuple[Selector, RuleSet]]] | None = None
         self._cache: dict[tuple[str, int], RuleSet] = {}
 
     def _rulesets(self) -> list[tuple[Selector, RuleSet]]:
         """The active rule sets, re-read every few seconds so activations from the CLI or another node apply."""
+        loaded = self._loaded
+        if loaded is not None and self._clock() - loaded[0] < REFRESH_SECONDS:
+            return loaded[1]
         with self._lock:
             now = self._clock()
-            if self._loaded_at is None or now - self._loaded_at >= REFRESH_SECONDS:
+            if self._loaded is None or now - self._loaded[0] >= REFRESH_SECONDS:
                 active = []
                 for binding in self.registry.bindings():
                     if not binding["active"]:
@@ -190,12 +196,12 @@ class Router:
                         self._cache[key] = self.registry.load(*key)
                     selector = Selector(binding.get("protocol"), binding.get("calling_aet"), binding.get("user"))
                     active.append((selector, self._cache[key]))
-                self._active, self._loaded_at = active, now
-            return self._active
+                self._loaded = (now, active)
+            return self._loaded[1]
 
     def refresh(self) -> None:
         with self._lock:
-            self._loaded_at = None
+            self._loaded = None
 
     def route(self, ds: Dataset, source: Any) -> RouteOutcome | None:
         """The outcome of every rule set that applies to ``source``; None when none does.

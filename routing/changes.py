@@ -167,8 +167,12 @@ class Journal:
             key = (int(tag),)
             if element.VR == "SQ":
                 pending.extend(_added_sequence(key, element, _encodings_key(character_set(ds)), rule))
-            else:
+                continue
+            now = _element_signature(element)
+            if now is False:
                 pending.append(PendingChange(key, None, (element, None, ds), rule))
+            else:
+                pending.append(_resolved(key, None, now, rule))  # as PendingChange.resolve would
         return pending
 
     def _compared(self, rule: str | int) -> list[PendingChange]:
