@@ -102,8 +102,9 @@ class Journal:
     as it is; ``changes`` then compares the touched elements only, as ``diff`` compares whole snapshots,
     in the same order. An element touched but left alone is no change."""
 
-    def __init__(self, ds: Dataset) -> None:
+    def __init__(self, ds: Dataset, rule: str | int | None = None) -> None:
         self.ds = ds
+        self.rule = rule  # the label its changes will be given
         self.store = element_store(ds)
         # The elements as the rule found them, in order (changes come in the data set's order). An encoded
         # one is what a snapshot would have kept, even when the action decoded it in place (to read it)
@@ -116,6 +117,10 @@ class Journal:
         # VR other than SQ (so neither decoded in place since the rule began nor changed without a touch:
         # as the rule found it), without a call of Python's: the profile makes a score of them per instance.
         self.keep_encoded = self.before.setdefault
+        # tag -> (element as the rule found it, what the action made of it, that change described for the rule
+        # ``rule``, or None): an action that knows its change at once (the profile, from what it remembers of
+        # the same value in earlier instances). Used only while both elements are still those.
+        self.described: dict = {}
 
     def touch(self, tag: int) -> None:
         if tag in self.before:
@@ -132,7 +137,7 @@ class Journal:
 
     def changes(self, rule: str | int) -> list[PendingChange | Change]:
         """What ``diff`` finds between snapshots before and after, for the touched elements."""
-        before, ds, store = self.before, self.ds, self.store
+        before, ds, store, described = self.before, self.ds, self.store, self.described
         if any(type(kept) is Snapshot for kept in before.values()):
             return self._compared(rule)
         # The common case, written out: encoded elements replaced, removed or added, described at once when
@@ -144,6 +149,11 @@ class Journal:
                 continue
             new = store.get(tag)
             if new is old:
+                continue
+            known = described.get(tag)
+            if known is not None and known[0] is old and known[1] is new and rule == self.rule:
+                if known[2] is not None:
+                    pending.append(known[2])
                 continue
             key = (int(tag),)
             if new is None or type(new) is RawDataElement and new.VR != "SQ":
@@ -308,6 +318,17 @@ def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
 # Values that are equal only when they show the same: not floats (0.0 == -0.0), not PersonName, IS or DS
 # (their own equality and text).
 PLAIN_VALUE_TYPES = frozenset({str, int, bytes, type(None)})
+
+
+def encoded_change(tag: int, old: RawDataElement, new: RawDataElement | None, rule: str | int) -> Change | None | bool:
+    """What a journal finds when the encoded element ``old`` (of the top level) is replaced by the encoded
+    ``new`` (not a sequence) or removed (None): the change, None for none; False when describing it needs
+    the data set (``Journal.changes`` then describes it)."""
+    then = _element_signature(old)
+    now = None if new is None else _element_signature(new)
+    if then is False or now is False:
+        return False
+    return _resolved((tag,), then, now, rule)
 
 
 def _element_signature(element: Any) -> tuple | bool:

@@ -110,7 +110,7 @@ class RuleSet:
             before = journal = None
             if rule.modifies:
                 if rule.reports_changes:
-                    journal = ctx.journal = Journal(work)
+                    journal = ctx.journal = Journal(work, rule.label)
                 else:
                     before = snapshot(work)
             for placed in rule.actions:

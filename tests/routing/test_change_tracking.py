@@ -107,6 +107,10 @@ JOURNALED = {
         '<Pseudonymize/><SetElement tag="ReferencedImageSequence[0].ReferencedSOPInstanceUID" value="1.2.3"/>',
         extra_rules='<Rule name="r2"><Action><Deidentify profile="basic" retainUIDs="true" cleanDescriptors="true"/>'
                     '</Action></Rule>'),
+    # The second finds what the first made (its replacements, its record with the code sequence still
+    # encoded) and replaces some of it: changes the first described at once are then described again.
+    "profile twice in one rule": lambda: ruleset(
+        '<Deidentify profile="basic" retainUIDs="true"/><Deidentify profile="basic" cleanDescriptors="true"/>'),
     # The second finds the first's record, its code sequence still encoded, and replaces it.
     "profile twice": lambda: ruleset(
         '<Deidentify profile="basic"/>',
