@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement, RawDataElement
 
-from routing import changes
+from routing import changes, deidentify
 from routing.context import Context
 from routing.copying import cheap_copy, element_store, vr_of
 from rules_helpers import SECRETS, ruleset
@@ -122,7 +122,7 @@ JOURNALED = {
 def forget_descriptions():
     """Each way describes its changes afresh: a description remembered by one must not serve the other."""
     for cache in (changes._resolved, changes._decoded_raw, changes.path_text, changes._item_snapshots,
-                  changes._added_sequence):
+                  changes._added_sequence, deidentify.remembered_outcomes):
         cache.cache_clear()
 
 
@@ -200,3 +200,29 @@ def test_a_journal_sees_private_elements_removed_from_items():
     result = RULE_SETS["basic profile"]().apply(ds, None, SECRETS)
     removed = {c.path for c in result.changes if c.kind == "removed"}
     assert {"ReferencedImageSequence[0].(0009,0010)", "ReferencedImageSequence[0].(0009,1001)"} <= removed, removed
+
+
+def test_a_series_next_instance_takes_what_the_profile_remembered(monkeypatch):
+    """The profile remembers what it made of each encoded value (and the change that was): the next
+    instance of a series gets, for the values it shares with the first, what they got, without working
+    them out again, and for its own values what it gets when nothing is remembered."""
+    from dopamine_py.part10 import encode_part10
+
+    first = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    ds = dcmread(io.BytesIO(first))
+    ds.SOPInstanceUID, ds.StudyDate, ds.AccessionNumber = "1.2.826.0.1.3680043.2.1125.1.1", "20010203", "A-2"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    second = buffer.getvalue()
+    rule_set = RULE_SETS["basic profile"]()
+    forget_descriptions()
+    afresh = rule_set.apply(parsed(second), None, SECRETS)
+    forget_descriptions()
+    rule_set.apply(parsed(first), None, SECRETS)
+    worked_out = []
+    original = deidentify._Run.outcome
+    monkeypatch.setattr(deidentify._Run, "outcome", lambda run, *a: worked_out.append(a[0]) or original(run, *a))
+    remembered = rule_set.apply(parsed(second), None, SECRETS)
+    assert sorted(worked_out) == [0x00080018, 0x00080020, 0x00080050]  # its own values only
+    assert len(afresh.changes) > 20 and remembered.changes == afresh.changes
+    assert encode_part10(remembered.dataset) == encode_part10(afresh.dataset)
