@@ -317,16 +317,20 @@ def replace_all_uids(ds: Dataset, key: bytes) -> None:
             map_uid_value(ds[tag], key)
 
 
+MEDIA_STORAGE_SOP_INSTANCE_UID = BaseTag(0x00020003)
+
+
 def sync_media_storage_uid(ds: Dataset) -> None:
     """Keep the File Meta Information's copy of the SOP Instance UID equal to the data set's."""
     meta = getattr(ds, "file_meta", None)
-    if meta is None or 0x00020003 not in meta or 0x00080018 not in ds:  # by tag: keywords cost a lookup
+    uid = element_store(ds).get(0x00080018)
+    if meta is None or uid is None or 0x00020003 not in element_store(meta):
         return
-    uid = element_store(ds)[0x00080018]
     if type(uid) is RawDataElement and uid.value is not None:
         # The same bytes in any encoding; the File Meta Information's is explicit VR little endian.
-        element_store(meta)[0x00020003] = uid._replace(tag=BaseTag(0x00020003), VR="UI", is_implicit_VR=False,
-                                                       is_little_endian=True)
+        element_store(meta)[0x00020003] = RawDataElement(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", uid.length, uid.value,
+                                                         uid.value_tell, False, True, uid.is_raw,
+                                                         uid.is_buffered)
     else:
         meta[0x00020003].value = ds[0x00080018].value
 

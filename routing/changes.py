@@ -121,6 +121,7 @@ class Journal:
         # ``rule``, or None): an action that knows its change at once (the profile, from what it remembers of
         # the same value in earlier instances). Used only while both elements are still those.
         self.described: dict = {}
+        self.snapshots = False  # whether ``before`` holds a Snapshot (then the changes are compared as diff does)
 
     def touch(self, tag: int) -> None:
         if tag in self.before:
@@ -132,13 +133,16 @@ class Journal:
         if type(element) is RawDataElement and element.VR != "SQ" and (element.VR is not None
                                                                         or vr_of(tag, element) != "SQ"):
             self.before[tag] = element
+        elif element is None:
+            self.before[tag] = None
         else:
-            self.before[tag] = None if element is None else _snapshot_of(self.ds, {tag: element})
+            self.before[tag] = _snapshot_of(self.ds, {tag: element})
+            self.snapshots = True
 
     def changes(self, rule: str | int) -> list[PendingChange | Change]:
         """What ``diff`` finds between snapshots before and after, for the touched elements."""
         before, ds, store, described = self.before, self.ds, self.store, self.described
-        if any(type(kept) is Snapshot for kept in before.values()):
+        if self.snapshots:
             return self._compared(rule)
         # The common case, written out: encoded elements replaced, removed or added, described at once when
         # that depends on their encoded values only (as PendingChange.resolve would).

@@ -238,10 +238,11 @@ class _Run:
         touch = self.touch if top else _untracked  # changes in items: their top-level sequence was touched
         keep_encoded = self.keep_encoded if top else _untracked
         outcomes = self.remembered_outcomes() if top and self.journal is not None else None
+        curves, overlays_end = CURVE_GROUPS.start, OVERLAY_GROUPS.stop
         for key, raw in list(store.items()):
             tag = int(key)
             group = tag >> 16
-            code = code_for(self.plan, tag) if CURVE_GROUPS.start <= group < OVERLAY_GROUPS.stop else exact.get(tag)
+            code = code_for(self.plan, tag) if curves <= group < overlays_end else exact.get(tag)
             if code is None and group % 2 == 1:
                 code = "K"  # a private element that survived remove_private: a kept safe block
             if code is None and free_text and tag in FREE_TEXT:
