@@ -256,7 +256,8 @@ class _Run:
             if personal and code in ("D", "Z") and self.ctx.pseudonymized:
                 continue  # an earlier Pseudonymize already replaced it with a non-identifying value
             if (outcomes is not None and not personal and type(raw) is RawDataElement and raw.value is not None
-                    and raw.VR is not None and raw.VR != "SQ"):
+                    and raw.VR is not None and raw.VR != "SQ" and raw.length != UNDEFINED_LENGTH
+                    and len(raw.value) <= REMEMBERED_VALUE_BYTES):
                 found = outcomes.get((tag, raw.VR, raw.value, raw.is_implicit_VR, raw.is_little_endian), _MISSING)
                 if found is _MISSING:
                     found = self.outcome(tag, raw, code, outcomes)
@@ -304,14 +305,15 @@ class _Run:
         return remembered_outcomes(self.action.options, key, self.journal.rule)
 
     def outcome(self, tag: int, raw: RawDataElement, code: str, outcomes: dict):
-        """What the loop of ``process`` makes of an encoded element of the top level (explicit VR, with its
-        value, of action ``code``): (its replacement, or None when removed; the change, described as the
-        journal would), _KEPT when it stays as it is, or _GENERAL when the loop's general path must handle
-        it. Remembered in ``outcomes`` by the element's value: the instances of a series carry mostly the
-        same values, and this took half the profile's time per element, with the journal's description."""
+        """What the loop of ``process`` makes of an encoded element of the top level (explicit VR, defined
+        length, a short value, of action ``code``): (its replacement, or None when removed; the change,
+        described as the journal would), _KEPT when it stays as it is, or _GENERAL when the loop's general
+        path must handle it. Remembered in ``outcomes`` by the element's value: the instances of a series
+        carry mostly the same values, and this took half the profile's time per element, with the journal's
+        description."""
         vr, encoding = raw.VR, (raw.is_implicit_VR, raw.is_little_endian)
         found = _GENERAL
-        if raw.length == UNDEFINED_LENGTH or vr == "UN":
+        if vr == "UN":
             pass  # decoded_vr gives none: the general path decodes it
         elif code == "X":
             found = None
@@ -474,7 +476,9 @@ def remembered_outcomes(options: frozenset[str], key: bytes | None, rule: str | 
 
 
 REMEMBERED_OUTCOMES = 8192  # then forgotten all at once: a few megabytes
-UNDEFINED_LENGTH = 0xFFFFFFFF
+# Longer values (overlay data, encapsulated documents) are the instance's own: not kept as keys.
+REMEMBERED_VALUE_BYTES = 256
+UNDEFINED_LENGTH = 0xFFFFFFFF  # the general path decodes such an element (decoded_vr gives no VR)
 _MISSING, _GENERAL, _KEPT = object(), object(), object()
 
 
