@@ -102,9 +102,9 @@ class Journal:
     as it is; ``changes`` then compares the touched elements only, as ``diff`` compares whole snapshots,
     in the same order. An element touched but left alone is no change."""
 
-    def __init__(self, ds: Dataset, rule: str | int | None = None) -> None:
+    def __init__(self, ds: Dataset, rule: str | int) -> None:
         self.ds = ds
-        self.rule = rule  # the label its changes will be given
+        self.rule = rule  # the label its changes are given
         self.store = element_store(ds)
         # The elements as the rule found them, in order (changes come in the data set's order). An encoded
         # one is what a snapshot would have kept, even when the action decoded it in place (to read it)
@@ -139,11 +139,11 @@ class Journal:
             self.before[tag] = _snapshot_of(self.ds, {tag: element})
             self.snapshots = True
 
-    def changes(self, rule: str | int) -> list[PendingChange | Change]:
+    def changes(self) -> list[PendingChange | Change]:
         """What ``diff`` finds between snapshots before and after, for the touched elements."""
-        before, ds, store, described = self.before, self.ds, self.store, self.described
+        before, ds, store, described, rule = self.before, self.ds, self.store, self.described, self.rule
         if self.snapshots:
-            return self._compared(rule)
+            return self._compared()
         # The common case, written out: encoded elements replaced, removed or added, described at once when
         # that depends on their encoded values only (as PendingChange.resolve would).
         pending: list[PendingChange | Change] = []
@@ -155,24 +155,21 @@ class Journal:
             if new is old:
                 continue
             known = described.get(tag)
-            if known is not None and known[0] is old and known[1] is new and rule == self.rule:
+            if known is not None and known[0] is old and known[1] is new:
                 if known[2] is not None:
                     pending.append(known[2])
                 continue
             key = (int(tag),)
             if new is None or type(new) is RawDataElement and new.VR != "SQ":
-                then = _element_signature(old)
-                now = None if new is None else _element_signature(new)
-                if then is not False and now is not False:
-                    change = _resolved(key, then, now, rule)  # as PendingChange.resolve would
-                    if change is not None:
-                        pending.append(change)
-                else:
+                change = encoded_change(key[0], old, new, rule)
+                if change is False:
                     pending.append(PendingChange(key, (old, None, ds), None if new is None else (new, None, ds), rule))
+                elif change is not None:
+                    pending.append(change)
             elif new.VR != "SQ":
                 pending.append(PendingChange(key, (old, None, ds), (new, new.value, ds), rule))
             else:
-                return self._compared(rule)
+                return self._compared()
         added = {tag: element for tag, element in store.items() if tag in before and before[tag] is None}
         if not all(type(e) is RawDataElement and e.VR is not None and e.value is not None for e in added.values()):
             _added(_snapshot_of(ds, added, in_place=False), None, (), rule, pending)
@@ -182,14 +179,11 @@ class Journal:
             if element.VR == "SQ":
                 pending.extend(_added_sequence(key, element, _encodings_key(character_set(ds)), rule))
                 continue
-            now = _element_signature(element)
-            if now is False:
-                pending.append(PendingChange(key, None, (element, None, ds), rule))
-            else:
-                pending.append(_resolved(key, None, now, rule))  # as PendingChange.resolve would
+            change = encoded_change(key[0], None, element, rule)
+            pending.append(PendingChange(key, None, (element, None, ds), rule) if change is False else change)
         return pending
 
-    def _compared(self, rule: str | int) -> list[PendingChange]:
+    def _compared(self) -> list[PendingChange]:
         then = Snapshot(self.ds, {}, {}, {})
         for tag in self.original:
             kept = self.before.get(tag)
@@ -200,7 +194,7 @@ class Journal:
             elif kept is not None:
                 then.elements[tag] = kept
         now = _snapshot_of(self.ds, {t: e for t, e in self.store.items() if t in self.before}, in_place=False)
-        return diff(then, now, rule)
+        return diff(then, now, self.rule)
 
 
 # A flat entry: (element, its value object or a sequence's item count, containing data set); a change's
@@ -324,11 +318,12 @@ def _signature(entry: tuple[Any, Any, Dataset] | None) -> tuple | None | bool:
 PLAIN_VALUE_TYPES = frozenset({str, int, bytes, type(None)})
 
 
-def encoded_change(tag: int, old: RawDataElement, new: RawDataElement | None, rule: str | int) -> Change | None | bool:
-    """What a journal finds when the encoded element ``old`` (of the top level) is replaced by the encoded
-    ``new`` (not a sequence) or removed (None): the change, None for none; False when describing it needs
-    the data set (``Journal.changes`` then describes it)."""
-    then = _element_signature(old)
+def encoded_change(tag: int, old: RawDataElement | None, new: RawDataElement | None,
+                   rule: str | int) -> Change | None | bool:
+    """The change of a top-level element from the encoded ``old`` to the encoded ``new`` (not a sequence;
+    None for absent), described as PendingChange.resolve would: None for none; False when describing it
+    needs the data set (a PendingChange then describes it)."""
+    then = None if old is None else _element_signature(old)
     now = None if new is None else _element_signature(new)
     if then is False or now is False:
         return False

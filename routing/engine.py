@@ -124,7 +124,7 @@ class RuleSet:
                 if ctx.stop:
                     break
             if journal is not None:
-                changes.extend(journal.changes(rule.label))
+                changes.extend(journal.changes())
                 ctx.journal = None
             elif before is not None:
                 changes.extend(diff(before, snapshot(work), rule.label))
