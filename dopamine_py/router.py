@@ -50,8 +50,6 @@ class Selector:
     user: str | None = None
 
     def applies(self, source: Any) -> bool:
-        if not (self.protocol or self.calling_aet or self.user):
-            return True  # the common binding: every input
         for wanted, actual in ((self.protocol, source.protocol), (self.calling_aet, source.calling_aet),
                                (self.user, source.user)):
             if wanted and not fnmatch.fnmatchcase(actual or "", wanted):

@@ -237,7 +237,7 @@ class _Run:
         exact = self.plan.exact
         touch = self.touch if top else _untracked  # changes in items: their top-level sequence was touched
         keep_encoded = self.keep_encoded if top else _untracked
-        outcomes = self.remembered_outcomes() if top and self.journal is not None else None
+        outcomes = self.outcomes_remembered() if top and self.journal is not None else None
         curves, overlays_end = CURVE_GROUPS.start, OVERLAY_GROUPS.stop
         for key, raw in list(store.items()):
             tag = int(key)
@@ -297,7 +297,8 @@ class _Run:
             except ActionFailed as exc:
                 raise ActionFailed(f"{describe(tag)}: {exc}") from None
 
-    def remembered_outcomes(self) -> dict:
+    def outcomes_remembered(self) -> dict:
+        """The profile's memory of outcomes for this run's options, key and rule."""
         try:
             key = self.key
         except ActionFailed:
