@@ -117,8 +117,7 @@ def to_document(ds: Dataset, options: DocumentOptions = DocumentOptions(), *, fr
             if encodings is None:
                 encodings = ds._character_set
             if raw.VR == "SQ" and raw.value is not None:
-                key = encodings if type(encodings) is str else tuple(encodings)
-                doc[tag_key(tag)] = _copied(_encoded_sequence(raw, key, options))
+                doc[tag_key(tag)] = _copied(_encoded_sequence(raw, encodings_key(encodings), options))
                 continue
             element = raw_values.element(raw, encodings)
             if element is not None:
@@ -135,6 +134,11 @@ def _encoded_sequence(raw: RawDataElement, encodings: str | tuple[str, ...],
     (pydicom decodes those it reads), the same one in every instance, and decoding it in place cost more
     than all the other elements of a document."""
     return _element(sequence_alone(raw, encodings), options)
+
+
+def encodings_key(encodings: str | list[str] | tuple[str, ...]) -> str | tuple[str, ...]:
+    """A character set (pydicom's encodings: one name or a list) as a key of a cache."""
+    return encodings if type(encodings) is str else tuple(encodings)
 
 
 def sequence_alone(raw: RawDataElement, encodings: str | tuple[str, ...]) -> DataElement:

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dopamine_py import raw_values
-from dopamine_py.document import sequence_alone
+from dopamine_py.document import encodings_key, sequence_alone
 
 from .copying import element_store, vr_of
 from .encoding import character_set
@@ -70,7 +70,7 @@ def _snapshot_of(ds: Dataset, elements_of: dict, in_place: bool = True) -> Snaps
     for tag in [t for t, e in elements_of.items() if type(e) is RawDataElement and (e.VR == "SQ" or e.VR is None)]:
         element = store[tag]
         if not in_place and element.VR == "SQ" and element.value is not None:
-            encoded_items[tag] = _item_snapshots(element, _encodings_key(character_set(ds)))
+            encoded_items[tag] = _item_snapshots(element, encodings_key(character_set(ds)))
         elif vr_of(tag, element) == "SQ":
             ds[tag]  # decode the sequence (of the engine's own copy) to see its items
     # Taken after the decoding: decoding a sequence decodes other elements in place (Pixel Representation,
@@ -88,10 +88,6 @@ def _snapshot_of(ds: Dataset, elements_of: dict, in_place: bool = True) -> Snaps
 def _item_snapshots(raw: RawDataElement, encodings: str | tuple[str, ...]) -> tuple[Snapshot, ...]:
     """Snapshots of the items of an encoded sequence, decoded alone."""
     return tuple(snapshot(item) for item in sequence_alone(raw, encodings).value)
-
-
-def _encodings_key(encodings: str | list[str]) -> str | tuple[str, ...]:
-    return encodings if type(encodings) is str else tuple(encodings)
 
 
 class Journal:
@@ -177,7 +173,7 @@ class Journal:
         for tag, element in added.items():  # encoded: what _added finds, without a snapshot
             key = (int(tag),)
             if element.VR == "SQ":
-                pending.extend(_added_sequence(key, element, _encodings_key(character_set(ds)), rule))
+                pending.extend(_added_sequence(key, element, encodings_key(character_set(ds)), rule))
                 continue
             change = encoded_change(key[0], None, element, rule)
             pending.append(PendingChange(key, None, (element, None, ds), rule) if change is False else change)
@@ -407,7 +403,7 @@ def _added(after: Snapshot, before: Snapshot | None, prefix: tuple[int, ...], ru
         key = prefix + (int(tag),)
         element = after.elements[tag]
         if tag not in then and type(element) is RawDataElement and tag in sequences:
-            out.extend(_added_sequence(key, element, _encodings_key(character_set(after.ds)), rule))
+            out.extend(_added_sequence(key, element, encodings_key(character_set(after.ds)), rule))
             continue
         if tag not in then:
             out.append(PendingChange(key, None, _entry(after, tag, element), rule))

@@ -31,6 +31,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from dopamine_py import raw_values
+from dopamine_py.document import encodings_key
 from dopamine_py.part10 import encode_part10  # the reference: dcmwrite's bytes
 
 PIXEL_DATA = 0x7FE00010
@@ -291,7 +292,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     header = header_maker(implicit, little)
     charset = _specific_character_set(ds)
     encodings = charset if charset is not None else parent_encoding
-    codecs = _encodings(encodings if type(encodings) is str else tuple(encodings) if encodings else default_encoding)
+    codecs = _encodings(encodings_key(encodings or default_encoding))
     elements = ds._dict
     received, view = shared or ({}, None)
     run_start = run_end = -1
