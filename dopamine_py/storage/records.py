@@ -93,8 +93,7 @@ def insert_sqlite_record(conn: sqlite3.Connection, kind: str, record: dict[str, 
                      (kind, record_id, record_json({**record, "id": record_id})))
         return record_id
     if kind == IN_INSTANCE_ROW:
-        seq = next_seq()
-        body = record_json({**record, "id": record_id, "seq": seq})
+        seq, body = _sequenced_body(record, record_id)
         # Later than every seq of the table too: its primary key, unique across the processes writing to it.
         seq_sql = f"max(?, (SELECT coalesce(max(seq), 0) + 1 FROM {kind}))"
     else:
@@ -107,7 +106,13 @@ def insert_sqlite_record(conn: sqlite3.Connection, kind: str, record: dict[str, 
 
 def instance_row_body(record: dict[str, Any]) -> str:
     """The JSON text of a record of IN_INSTANCE_ROW kept in its instance's row, with its id and seq."""
-    return record_json({**record, "id": record.get("id") or _new_id(), "seq": next_seq()})
+    return _sequenced_body(record, record.get("id") or _new_id())[1]
+
+
+def _sequenced_body(record: dict[str, Any], record_id: str) -> tuple[int, str]:
+    """A record of IN_INSTANCE_ROW given its id and a seq: the seq, and its JSON text."""
+    seq = next_seq()
+    return seq, record_json({**record, "id": record_id, "seq": seq})
 
 
 _last_seq = 0
