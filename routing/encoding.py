@@ -87,11 +87,11 @@ def encode_routed(ds: Dataset, received: Dataset | None = None) -> bytes:
         pixels = ds._dict.get(PIXEL_DATA)
         if pixels is not None and not _undefined_length_as_dcmwrite_sets_it(pixels, compressed):
             ds[PIXEL_DATA].is_undefined_length = compressed  # as dcmwrite does
-        buffer = _shared_buffer(ds, received)
-        if buffer is None:
+        data = _shared_bytes(ds, received)
+        if data is None:
             _write_elements(out, ds, tags, implicit, little)
         else:
-            with buffer.getbuffer() as view:
+            with memoryview(data) as view:
                 _write_elements(out, ds, tags, implicit, little, shared=(received._dict, view))
     except Exception:
         pass  # dcmwrite's own error (it names the element), raised outside this handler
@@ -268,14 +268,15 @@ def _tags_to_write(ds: Dataset) -> list[int]:
     return [tag for tag in sorted(ds._dict, key=int) if tag & 0xFFFF or tag >> 16 <= 6]
 
 
-def _shared_buffer(ds: Dataset, received: Dataset | None) -> io.BytesIO | None:
-    """The buffer ``ds`` and the data set it was routed from were both read from; None when the elements of
-    ``ds`` cannot be copied from such a buffer."""
+def _shared_bytes(ds: Dataset, received: Dataset | None) -> bytes | None:
+    """The bytes of the buffer ``ds`` and the data set it was routed from were both read from; None when the
+    elements of ``ds`` cannot be copied from such a buffer. The buffer's value, not a view of the buffer: a
+    BytesIO made from bytes gives those very bytes, where a view of it is a copy of them."""
     buffer = getattr(ds, "buffer", None)
     if (received is None or type(buffer) is not io.BytesIO or buffer.closed
             or getattr(received, "buffer", None) is not buffer or received.original_encoding != ds.original_encoding):
         return None
-    return buffer
+    return buffer.getvalue()
 
 
 def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: bool, little: bool,
@@ -286,7 +287,7 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, tags: list[int], implicit: b
     in this encoding, or holds no raw element (write_dataset would decode them).
 
     ``shared``: the elements of the received data set and a view of the buffer it was read from (see
-    _shared_buffer). The elements of ``ds`` still those of the received data set, as read, are copied from
+    _shared_bytes). The elements of ``ds`` still those of the received data set, as read, are copied from
     it, header included, a run of consecutive ones at a time. Written inline: this loop runs for every
     element of every routed instance."""
     header = header_maker(implicit, little)
@@ -410,7 +411,7 @@ def _raw_value(ds: Dataset, element: RawDataElement, header: Header) -> bytes | 
         return None
     head = header(element.tag, element.VR, element.length)
     start, end = element.value_tell, element.value_tell + element.length
-    with buffer.getbuffer() as view:
+    with memoryview(buffer.getvalue()) as view:  # not getbuffer(): see _shared_bytes
         if head is None or start < len(head) or end > len(view) or view[start - len(head):start] != head:
             return None
         return bytes(view[start:end])
