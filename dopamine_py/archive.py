@@ -21,9 +21,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
+from routing.encoding import encode_routed
+
 from . import part10, raw_values
 from .document import DocumentOptions, first_value, tag_key, to_document
 from .matching import Either, Query, QueryError, Universal
+from .router import PROVENANCE, RuleApplicationError, provenance_record
 from .storage.base import (
     Backend,
     DuplicatePolicy,
@@ -233,10 +236,6 @@ class ArchiveService:
         """Route (when routing is configured), then keep: in the archive, or in the quarantine."""
         outcome = None
         if self.routing is not None:
-            from routing.encoding import encode_routed
-
-            from .router import RuleApplicationError
-
             try:
                 outcome = self.routing.router.route(ds, source)
             except RuleApplicationError as exc:
@@ -322,8 +321,6 @@ class ArchiveService:
         """The provenance record of a routed instance, to be stored with it (one commit for both)."""
         if outcome is None:
             return None
-        from .router import PROVENANCE, provenance_record
-
         return PROVENANCE, provenance_record(record.sop_instance_uid, received_uid or record.sop_instance_uid,
                                              source, outcome, self.routing.keep_original_values)
 
