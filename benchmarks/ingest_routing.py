@@ -61,8 +61,17 @@ def _compare(root: Path, args: argparse.Namespace) -> int:
         paired = [b / n for b, n in zip(rates[basic], rates[none])]
         print(f"{source}: basic profile / no rules, per run: {' '.join(f'{r:.2f}' for r in paired)}")
         print(f"{source}: basic profile / no rules: {medians[basic] / medians[none]:.2f} (ratio of the medians), "
-              f"{statistics.median(paired):.2f} (median of the runs' ratios); target >= 0.80")
+              f"{statistics.median(paired):.2f} (median of the runs' ratios, {_middle_half(paired)}); target >= 0.80")
     return 0
+
+
+def _middle_half(values: list[float]) -> str:
+    """The spread of the runs' ratios: on a shared machine the same code moves its median by a few hundredths
+    from one invocation to the next, and a target is met only when the middle half of the runs clears it."""
+    if len(values) < 4:
+        return "too few runs for a spread"
+    low, _, high = statistics.quantiles(values, n=4)
+    return f"middle half {low:.2f} to {high:.2f}"
 
 
 def _compare_in_process(root: Path, args: argparse.Namespace) -> int:
