@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
 
-from .sqlite_transaction import write_transaction
+from .sqlite_transaction import table_columns, write_transaction
 
 
 class RecordStore(ABC):
@@ -235,8 +235,7 @@ class SQLiteRecords(RecordStore):
         if kind != IN_INSTANCE_ROW:
             return False
         if not self._instance_rows:
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(instances)")}
-            self._instance_rows = IN_INSTANCE_ROW in columns  # once there, the column stays
+            self._instance_rows = IN_INSTANCE_ROW in table_columns(self._conn, "instances")  # once there, it stays
         return self._instance_rows
 
     @staticmethod

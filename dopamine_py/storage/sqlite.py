@@ -46,7 +46,7 @@ from .base import (
 )
 from .records import IN_INSTANCE_ROW, SQLiteRecords, insert_sqlite_record, instance_row_body, move_from_instance_rows
 from .sqlite_query import FOLD_FUNCTION, compile_query, first_value_expr, split_query
-from .sqlite_transaction import write_transaction
+from .sqlite_transaction import table_columns, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +248,7 @@ class SQLiteBackend(Backend):
     def _add_summaries(self, conn: sqlite3.Connection) -> None:
         """Give a store made before the summaries existed its summaries (once, in one transaction)."""
         with write_transaction(conn):  # another process opening the same store waits, then finds it done
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
-            if "summary_id" not in columns:
+            if "summary_id" not in table_columns(conn, "instances"):
                 log.warning("adding patient, study and series summaries to %s (once)", self.db_path)
                 conn.execute("ALTER TABLE instances ADD COLUMN summary_id INTEGER NOT NULL DEFAULT 0")
                 rows = conn.execute("SELECT id, patient_id, study_instance_uid, series_instance_uid, modality,"
@@ -266,7 +265,7 @@ class SQLiteBackend(Backend):
     @staticmethod
     def _add_provenance_column(conn: sqlite3.Connection) -> None:
         with write_transaction(conn):
-            if IN_INSTANCE_ROW not in {row[1] for row in conn.execute("PRAGMA table_info(instances)")}:
+            if IN_INSTANCE_ROW not in table_columns(conn, "instances"):
                 conn.execute(f"ALTER TABLE instances ADD COLUMN {IN_INSTANCE_ROW} TEXT")
 
     def _create_attribute_indexes(self, conn: sqlite3.Connection, keywords: list[str]) -> None:

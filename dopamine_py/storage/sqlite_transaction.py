@@ -1,4 +1,5 @@
-"""Write transactions on SQLite connections in autocommit mode (``isolation_level=None``)."""
+"""Write transactions on SQLite connections in autocommit mode (``isolation_level=None``), and the columns of a
+table (which a store made by an earlier version may lack)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,8 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The names of the columns ``table`` has (none when it does not exist)."""
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
