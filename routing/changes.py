@@ -326,6 +326,13 @@ def encoded_change(tag: int, old: RawDataElement | None, new: RawDataElement | N
     return _resolved((tag,), then, now, rule)
 
 
+def mapped_uid_change(tag: int, old: list[str], new: list[str], rule: str | int) -> Change:
+    """What encoded_change says of a top-level UID element of explicit VR little endian whose values
+    ``old`` (as raw_values.uids reads them) became the different ``new``, said from those texts: decoding
+    both elements again, as _decoded_raw does, gives them back (tests/routing/test_change_descriptions.py)."""
+    return Change(path_text((tag,)), tag, "changed", "\\".join(old), "\\".join(new), rule)
+
+
 def _element_signature(element: Any) -> tuple | bool:
     if type(element) is not RawDataElement or element.value is None or (element.tag >> 16 & 1
                                                                          and element.VR in (None, "UN")):

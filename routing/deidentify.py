@@ -47,7 +47,7 @@ from .actions import (
     shift_dt,
     sync_media_storage_uid,
 )
-from .changes import encoded_change
+from .changes import encoded_change, mapped_uid_change
 from .context import Context
 from .copying import decoded_vr, element_store, vr_of
 from .errors import ActionFailed
@@ -321,9 +321,15 @@ class _Run:
         elif code in ("Z", "D") and vr != "UI" and not tag >> 16 & 1:
             found = constant_replacement(tag, vr, code, encoding) or _GENERAL
         elif vr == "UI" and code in ("U", "U*", "D", "C") and self._key is not None:
-            replacement = mapped_uid_element(self._key, tag, raw.value, code == "D", encoding)
+            uids = mapped_uids(self._key, tag, raw.value, code == "D")
+            replacement = encoded.uid_element(tag, uids[1], encoding) if uids is not None else False
             found = _KEPT if replacement is False else replacement if replacement is not None else _GENERAL
-        if found is not _GENERAL and found is not _KEPT:
+            if found is replacement and encoding == EXPLICIT_LITTLE:
+                # The change at once, from the texts just read: most UIDs that miss here are new in every
+                # instance (its own SOP Instance UID), where decoding both elements again to describe
+                # them, and remembering that, cost more than the mapping itself.
+                found = (replacement, mapped_uid_change(tag, *uids, self.journal.rule))
+        if found is not _GENERAL and found is not _KEPT and type(found) is not tuple:
             change = encoded_change(tag, raw, found, self.journal.rule)
             found = (found, change) if change is not False else _GENERAL
         if len(outcomes) >= REMEMBERED_OUTCOMES:
@@ -458,16 +464,20 @@ def _sequence_of(items: tuple[tuple[tuple[int, str, str], ...], ...]) -> Sequenc
 @lru_cache(maxsize=4096)  # the study, series and frame of reference UIDs of a series' instances are the same
 def mapped_uid_element(key: bytes, tag: int, value: bytes, dummy: bool,
                        encoding: tuple[bool, bool]) -> RawDataElement | bool | None:
-    """The encoded UID element that replaces an encoded one: its UIDs mapped, or for D of an empty one, a
-    dummy UID (as ``_Run.dummy``; U and C leave an empty one). False when it stays as it is, None when the
-    replacement is not one routing/encoded.py makes (a UID kept as it is, but not ASCII)."""
+    """The encoded UID element that replaces an encoded one (see mapped_uids). False when it stays as it
+    is, None when the replacement is not one routing/encoded.py makes (a UID kept as it is, but not ASCII)."""
+    uids = mapped_uids(key, tag, value, dummy)
+    return encoded.uid_element(tag, uids[1], encoding) if uids is not None else False
+
+
+def mapped_uids(key: bytes, tag: int, value: bytes, dummy: bool) -> tuple[list[str], list[str]] | None:
+    """The UIDs of an encoded UID element (as pydicom reads them) and what they become: mapped, or for D of
+    an empty one, a dummy UID (as ``_Run.dummy``; U and C leave an empty one). None when they stay."""
     uids = raw_values.uids(value)
     if uids == [""]:
-        if not dummy:
-            return False
-        return encoded.uid_element(tag, [keyed.replacement_uid(key, f"dummy:{tag:08X}")], encoding)
+        return (uids, [keyed.replacement_uid(key, f"dummy:{tag:08X}")]) if dummy else None
     mapped = [mapped_uid(key, uid) for uid in uids]
-    return encoded.uid_element(tag, mapped, encoding) if mapped != uids else False
+    return (uids, mapped) if mapped != uids else None
 
 
 @lru_cache(maxsize=16)
@@ -479,6 +489,7 @@ def remembered_outcomes(options: frozenset[str], key: bytes | None, rule: str | 
 REMEMBERED_OUTCOMES = 8192  # then forgotten all at once: a few megabytes
 # Longer values (overlay data, encapsulated documents) are the instance's own: not kept as keys.
 REMEMBERED_VALUE_BYTES = 256
+EXPLICIT_LITTLE = (False, True)  # (implicit VR, little endian)
 UNDEFINED_LENGTH = 0xFFFFFFFF  # the general path decodes such an element (decoded_vr gives no VR)
 _MISSING, _GENERAL, _KEPT = object(), object(), object()
 
