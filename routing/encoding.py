@@ -36,7 +36,6 @@ from dopamine_py.part10 import encode_part10  # the reference: dcmwrite's bytes
 
 PIXEL_DATA = 0x7FE00010
 TRANSFER_SYNTAX = 0x00020010
-META_GROUP_LENGTH = 0x00020000
 # Media Storage SOP Class and Instance UIDs, and what dcmwrite copies into them.
 MEDIA_STORAGE = ((0x00020002, 0x00080016), (0x00020003, 0x00080018))
 # Type 1 meta elements dcmwrite adds or checks, and the Implementation Version Name it adds when missing.
@@ -201,21 +200,27 @@ def _meta_bytes(ds: Dataset, meta: Dataset) -> bytes:
     """The File Meta Information as dcmwrite writes it, preceded by its group length."""
     if not _meta_complete(ds, meta):
         meta = _completed_meta(ds, meta)
-    tags = [tag for tag in sorted(meta._dict, key=int) if tag != META_GROUP_LENGTH]
-    parts = [_encoded_meta_element(meta._dict[tag]) for tag in tags]  # the common case: each as _write_elements
-    if None in parts:
-        body = DicomBytesIO()
-        _write_elements(body, meta, tags, False, True)
-        data = body.getvalue()
+    elements = meta._dict
+    tags = [tag for tag in sorted(elements, key=int) if tag & 0xFFFF]  # without the group length (a BaseTag
+    # compares in Python)
+    header = header_maker(False, True)
+    parts = []
+    for tag in tags:  # the common case: each element encoded, as _write_elements writes it
+        element = elements[tag]
+        value = element.value
+        head = (header(tag, element.VR, len(value)) if type(element) is RawDataElement and value is not None
+                and element.length != UNDEFINED else None)
+        if head is None:
+            body = DicomBytesIO()
+            _write_elements(body, meta, tags, False, True)
+            data = body.getvalue()
+            break
+        parts += (head, value)
     else:
+        # Not through _encoded_element's memory: each instance's File Meta Information is made of elements of
+        # its own, which it would hash and compare (their tags in Python) to find the bytes made here.
         data = b"".join(parts)
     return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(data)) + data
-
-
-def _encoded_meta_element(element: DataElement | RawDataElement) -> bytes | None:
-    if type(element) is RawDataElement and element.value is not None and element.length != UNDEFINED:
-        return _encoded_element(element, False, True)
-    return None
 
 
 def _meta_complete(ds: Dataset, meta: Dataset) -> bool:
@@ -449,6 +454,7 @@ def _value_bytes(element: DataElement, codecs: list[str], little: bool) -> bytes
 
 
 @lru_cache(maxsize=None)
+@lru_cache(maxsize=4)  # made for every routed instance and sequence item
 def header_maker(implicit: bool, little: bool) -> Header:
     """header(tag, VR, length): the bytes write_data_element puts before a value, or None when it would
     write something else (a VR it refuses or changes)."""
