@@ -322,7 +322,8 @@ class ArchiveService:
         if outcome is None:
             return None
         return PROVENANCE, provenance_record(record.sop_instance_uid, received_uid or record.sop_instance_uid,
-                                             source, outcome, self.routing.keep_original_values)
+                                             source, outcome, self.routing.keep_original_values,
+                                             at=record.received_at)  # the same moment, formatted once
 
     def _after_routing(self, record: InstanceRecord, outcome: Any, provenance: tuple[str, dict[str, Any]] | None,
                        result: StoreResult, forwards_stored: bool) -> None:

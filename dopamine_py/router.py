@@ -224,7 +224,7 @@ class Router:
 
 
 def provenance_record(sop_uid: str, received_uid: str, source: Any, outcome: RouteOutcome,
-                      keep_original_values: bool) -> dict[str, Any]:
+                      keep_original_values: bool, at: str | None = None) -> dict[str, Any]:
     """What the router did to one instance: rule set versions, rules fired, attribute changes.
 
     Old values are kept only when the configuration allows (they may identify the patient); the records
@@ -234,7 +234,7 @@ def provenance_record(sop_uid: str, received_uid: str, source: Any, outcome: Rou
     """
     changes = outcome.changes if keep_original_values else [c._replace(old=None) for c in outcome.changes]
     return {
-        "sop_instance_uid": sop_uid, "received_sop_instance_uid": received_uid, "at": _now(),
+        "sop_instance_uid": sop_uid, "received_sop_instance_uid": received_uid, "at": at or _now(),
         "source": {"protocol": source.protocol, "calling_aet": source.calling_aet, "user": source.user,
                    "peer": source.peer},
         "rulesets": outcome.applied, "decision": outcome.decision, "reason": outcome.reason,
