@@ -200,25 +200,16 @@ def _meta_bytes(ds: Dataset, meta: Dataset) -> bytes:
     """The File Meta Information as dcmwrite writes it, preceded by its group length."""
     if not _meta_complete(ds, meta):
         meta = _completed_meta(ds, meta)
-    elements = meta._dict
-    tags = [tag for tag in sorted(elements, key=int) if tag & 0xFFFF]  # without the group length (a BaseTag
+    tags = [tag for tag in sorted(meta._dict, key=int) if tag & 0xFFFF]  # without the group length (a BaseTag
     # compares in Python)
-    header = header_maker(False, True)
-    parts = []
-    for tag in tags:  # the common case: each element encoded, as _write_elements writes it
-        element = elements[tag]
-        value = element.value
-        head = (header(tag, element.VR, len(value)) if type(element) is RawDataElement and value is not None
-                and element.length != UNDEFINED else None)
-        if head is None:
-            body = io.BytesIO()
-            _write_elements(body, meta, tags, False, True)
-            data = body.getvalue()
-            break
-        parts += (head, value)
+    # The common case: each element as _write_elements writes it, but not through _encoded_element's memory:
+    # each instance's File Meta Information is made of elements of its own, which it would hash and compare.
+    parts = [_element_bytes(meta._dict[tag], False, True) for tag in tags]
+    if None in parts:
+        body = io.BytesIO()
+        _write_elements(body, meta, tags, False, True)
+        data = body.getvalue()
     else:
-        # Not through _encoded_element's memory: each instance's File Meta Information is made of elements of
-        # its own, which it would hash and compare (their tags in Python) to find the bytes made here.
         data = b"".join(parts)
     return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(data)) + data
 
@@ -359,12 +350,18 @@ def _write_elements(out: io.BytesIO, ds: Dataset, tags: list[int], implicit: boo
         out.write(view[run_start:run_end])
 
 
-@lru_cache(maxsize=1024)
-def _encoded_element(element: RawDataElement, implicit: bool, little: bool) -> bytes | None:
-    """Header and value of a raw element that holds its value, as _write_elements writes it. Remembered:
-    the replacements routing makes (routing/encoded.py) are the same few objects in every instance."""
+def _element_bytes(element: DataElement | RawDataElement, implicit: bool, little: bool) -> bytes | None:
+    """Header and value of a raw element that holds its value (of defined length), as _write_elements writes
+    it; None for any other element."""
+    if type(element) is not RawDataElement or element.value is None or element.length == UNDEFINED:
+        return None
     head = header_maker(implicit, little)(element.tag, element.VR, len(element.value))
     return head + element.value if head is not None else None
+
+
+# Remembered for _write_elements: the replacements routing makes (routing/encoded.py) are the same few objects
+# in every instance.
+_encoded_element = lru_cache(maxsize=1024)(_element_bytes)
 
 
 def _items(sequence: DataElement, codecs: list[str], implicit: bool, little: bool) -> bytes | None:
@@ -457,7 +454,6 @@ def _value_bytes(element: DataElement, codecs: list[str], little: bool) -> bytes
 
 
 @lru_cache(maxsize=None)
-@lru_cache(maxsize=4)  # made for every routed instance and sequence item
 def header_maker(implicit: bool, little: bool) -> Header:
     """header(tag, VR, length): the bytes write_data_element puts before a value, or None when it would
     write something else (a VR it refuses or changes)."""
