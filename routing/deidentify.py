@@ -50,6 +50,7 @@ from .actions import (
 from .changes import encoded_change, mapped_uid_change
 from .context import Context
 from .copying import decoded_vr, element_store, vr_of
+from .encoding import EXPLICIT_LITTLE
 from .errors import ActionFailed
 from .paths import describe
 from .schema import RULES_DIR
@@ -313,7 +314,7 @@ class _Run:
         carry mostly the same values, and this took half the profile's time per element, with the journal's
         description."""
         vr, encoding = raw.VR, (raw.is_implicit_VR, raw.is_little_endian)
-        found = _GENERAL
+        found, change = _GENERAL, None
         if vr == "UN":
             pass  # decoded_vr gives none: the general path decodes it
         elif code == "X":
@@ -325,12 +326,13 @@ class _Run:
             replacement = encoded.uid_element(tag, uids[1], encoding) if uids is not None else False
             found = _KEPT if replacement is False else replacement if replacement is not None else _GENERAL
             if found is replacement and encoding == EXPLICIT_LITTLE:
-                # The change at once, from the texts just read: most UIDs that miss here are new in every
-                # instance (its own SOP Instance UID), where decoding both elements again to describe
-                # them, and remembering that, cost more than the mapping itself.
-                found = (replacement, mapped_uid_change(tag, *uids, self.journal.rule))
-        if found is not _GENERAL and found is not _KEPT and type(found) is not tuple:
-            change = encoded_change(tag, raw, found, self.journal.rule)
+                # Described from the texts just read: most UIDs that miss here are new in every instance (its
+                # own SOP Instance UID), where decoding both elements again to describe them, and remembering
+                # that, cost more than the mapping itself.
+                change = mapped_uid_change(tag, *uids, self.journal.rule)
+        if found is not _GENERAL and found is not _KEPT:
+            if change is None:
+                change = encoded_change(tag, raw, found, self.journal.rule)
             found = (found, change) if change is not False else _GENERAL
         if len(outcomes) >= REMEMBERED_OUTCOMES:
             outcomes.clear()
@@ -489,7 +491,6 @@ def remembered_outcomes(options: frozenset[str], key: bytes | None, rule: str | 
 REMEMBERED_OUTCOMES = 8192  # then forgotten all at once: a few megabytes
 # Longer values (overlay data, encapsulated documents) are the instance's own: not kept as keys.
 REMEMBERED_VALUE_BYTES = 256
-EXPLICIT_LITTLE = (False, True)  # (implicit VR, little endian)
 UNDEFINED_LENGTH = 0xFFFFFFFF  # the general path decodes such an element (decoded_vr gives no VR)
 _MISSING, _GENERAL, _KEPT = object(), object(), object()
 
