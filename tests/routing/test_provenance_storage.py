@@ -194,6 +194,7 @@ def test_values_given_as_json_text_are_written_as_they_are():
                    {"changes": JSONText(json.dumps(changes))}, {"plain": {"x": 1}}):
         parsed = {key: json.loads(value) if isinstance(value, JSONText) else value for key, value in record.items()}
         assert json.loads(record_json(record)) == parsed
+        assert json.loads(record_json(record, id="b", seq=7)) == {**parsed, "id": "b", "seq": 7}
 
 
 def test_a_record_outlives_its_instance_and_keeps_its_order(store):
