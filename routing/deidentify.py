@@ -256,7 +256,7 @@ class _Run:
             personal = top and tag in (PATIENT_ID, PATIENT_NAME)
             if personal and code in ("D", "Z") and self.ctx.pseudonymized:
                 continue  # an earlier Pseudonymize already replaced it with a non-identifying value
-            if (outcomes is not None and not personal and type(raw) is RawDataElement and raw.value is not None
+            if (outcomes is not None and type(raw) is RawDataElement and raw.value is not None
                     and raw.VR is not None and raw.VR != "SQ" and raw.length != UNDEFINED_LENGTH
                     and len(raw.value) <= REMEMBERED_VALUE_BYTES):
                 found = outcomes.get((tag, raw.VR, raw.value, raw.is_implicit_VR, raw.is_little_endian), _MISSING)
@@ -319,6 +319,12 @@ class _Run:
             pass  # decoded_vr gives none: the general path decodes it
         elif code == "X":
             found = None
+        elif code == "D" and tag in (PATIENT_ID, PATIENT_NAME):
+            # The pseudonym made from the Patient ID (dummy_value): a function of this very value only for
+            # the Patient ID itself, and only when it reads the same in every character set (_text).
+            if (tag == PATIENT_ID and vr == "LO" and self._key is not None and raw.value.isascii()
+                    and b"\x1b" not in raw.value):
+                found = encoded.raw_replacement(tag, vr, self.dummy_value(tag, vr, True), encoding) or _GENERAL
         elif code in ("Z", "D") and vr != "UI" and not tag >> 16 & 1:
             found = constant_replacement(tag, vr, code, encoding) or _GENERAL
         elif vr == "UI" and code in ("U", "U*", "D", "C") and self._key is not None:

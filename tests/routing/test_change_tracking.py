@@ -226,3 +226,42 @@ def test_a_series_next_instance_takes_what_the_profile_remembered(monkeypatch):
     assert sorted(worked_out) == [0x00080018, 0x00080020, 0x00080050]  # its own values only
     assert len(afresh.changes) > 20 and remembered.changes == afresh.changes
     assert encode_part10(remembered.dataset) == encode_part10(afresh.dataset)
+
+
+@pytest.mark.parametrize("patient_id, charset", [("PID-2", None), ("K\u00fchn-7", "ISO_IR 100")])
+def test_the_patient_name_and_id_are_remembered_by_their_own_values(monkeypatch, patient_id, charset):
+    """Patient's Name (emptied) and Patient ID (the pseudonym made from it) are remembered like the other
+    elements: another patient's instance gets its own pseudonym, the one the general path makes. A Patient
+    ID that may read differently in another character set is never remembered: the general path makes it."""
+    from dopamine_py.part10 import encode_part10
+
+    def instance(uid, name, pid):
+        ds = dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SOPInstanceUID, ds.PatientName, ds.PatientID = uid, name, pid
+        if charset:
+            ds.SpecificCharacterSet = charset
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    first = instance("1.2.826.0.1.3680043.2.1125.1.1", "Doe^Jane", "PID-1")
+    second = instance("1.2.826.0.1.3680043.2.1125.1.2", "Roe^Richard", patient_id)
+    rule_set = RULE_SETS["basic profile"]()
+    forget_descriptions()
+    afresh = rule_set.apply(parsed(second), None, SECRETS)
+    forget_descriptions()
+    first_id = rule_set.apply(parsed(first), None, SECRETS).dataset.PatientID
+    rule_set.apply(parsed(second), None, SECRETS)  # its values remembered now
+    worked_out, pseudonyms_made = [], []
+    outcome, dummy_value = deidentify._Run.outcome, deidentify._Run.dummy_value
+    monkeypatch.setattr(deidentify._Run, "outcome", lambda run, *a: worked_out.append(a[0]) or outcome(run, *a))
+    monkeypatch.setattr(deidentify._Run, "dummy_value",
+                        lambda run, tag, *a: pseudonyms_made.append(tag) or dummy_value(run, tag, *a))
+    remembered = rule_set.apply(parsed(second), None, SECRETS)
+    assert worked_out == []
+    assert pseudonyms_made == ([] if patient_id.isascii() else [0x00100020])
+    assert remembered.changes == afresh.changes
+    assert encode_part10(remembered.dataset) == encode_part10(afresh.dataset)
+    assert remembered.dataset.PatientID.startswith("ANON-") and remembered.dataset.PatientID != first_id
+    described = {change.path: change for change in remembered.changes}
+    assert described["PatientID"].old == patient_id and described["PatientName"].new == ""
