@@ -67,11 +67,12 @@ def _compare(root: Path, args: argparse.Namespace) -> int:
 
 def _middle_half(values: list[float]) -> str:
     """The spread of the runs' ratios: on a shared machine the same code moves its median by a few hundredths
-    from one invocation to the next, and a target is met only when the middle half of the runs clears it."""
+    from one invocation to the next, and a target is met only when the middle half of the runs clears it
+    (three decimals: rounded to two, 0.796 would read as 0.80)."""
     if len(values) < 4:
         return "too few runs for a spread"
     low, _, high = statistics.quantiles(values, n=4)
-    return f"middle half {low:.2f} to {high:.2f}"
+    return f"middle half {low:.3f} to {high:.3f}"
 
 
 def _compare_in_process(root: Path, args: argparse.Namespace) -> int:
