@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import os
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -46,8 +46,7 @@ class RecordStore(ABC):
 
 
 def _new_id() -> str:
-    # 128 random bits, as uuid4's (less its six fixed ones): making the UUID object cost 11 us per routed
-    # instance, in the store path (a tenth of the provenance record's cost).
+    # 128 random bits (a uuid4 has 122): making the UUID object cost 11 us per routed instance in the store path.
     return os.urandom(16).hex()
 
 
