@@ -95,3 +95,32 @@ def test_unknown_destination_gives_up_after_max_attempts_and_can_be_retried(reco
     [item] = queue.items("failed")
     assert item["attempts"] == 2 and "unknown destination NOWHERE" in item["last_error"]
     assert queue.retry_failed() == 1 and queue.items("pending")
+
+
+def test_an_instance_is_forwarded_only_once_durable(records, tmp_path, monkeypatch):
+    """A STOW-RS request commits its instances without a flush and flushes at its end: the queue flushes
+    the archive before it sends anything, and waits when the disk refuses."""
+    from dopamine_py.storage.sqlite import SQLiteBackend
+
+    archive = ArchiveService(SQLiteBackend(tmp_path / "store"))
+    ds = make_dataset()
+    assert archive.store_bytes(encode(ds), Source("dicomweb"), sync=False).status == "stored"
+    events = []
+    queue = ForwardQueue(records, archive, calling_aet="DOPAMINE")
+    monkeypatch.setattr(queue, "_deliver", lambda item: events.append(("send", item["sop_instance_uid"])))
+    flush = archive.sync
+    monkeypatch.setattr(archive, "sync", lambda: events.append(("flush",)) or flush())
+    assert queue.run_due() == 0 and events == []  # nothing queued: no flush either
+    queue.enqueue(ds.SOPInstanceUID, "STORESCP")
+    assert queue.run_due() == 1
+    assert events == [("flush",), ("send", ds.SOPInstanceUID)]
+
+    def refused():
+        raise OSError(5, "Input/output error")
+
+    queue.enqueue(ds.SOPInstanceUID, "STORESCP")
+    events.clear()
+    monkeypatch.setattr(archive, "sync", refused)
+    assert queue.run_due() == 0 and events == []
+    [item] = queue.items("pending")
+    assert item["attempts"] == 0  # not an attempt: it is tried again once the archive can flush
