@@ -95,6 +95,18 @@ def test_bad_association_requests_are_rejected_with_the_reason(server, request_b
         assert body[1] == pdu.REJECTED_PERMANENT and body[3] == reason
 
 
+def test_ae_titles_padded_with_nuls_are_read_as_titles(server):
+    """PS3.8 pads AE titles with spaces; some peers pad them with NULs, which are not part of the title."""
+    request = bytearray(associate_rq(server.aet, [(1, Verification, [ExplicitVRLittleEndian])]))
+    request[10:26] = server.aet.encode().ljust(16, b"\0")  # the called AE title, after the PDU and version
+    request[26:42] = b"\0\0RAWPEER".ljust(16, b"\0")  # the calling one, NULs before it too
+    with raw_peer(server) as sock:
+        sock.sendall(bytes(request))
+        kind, body = read_pdu(sock)
+        assert kind == pdu.ASSOCIATE_AC, body
+    assert pdu.parse_associate_request(bytes(request[6:])).calling_aet == "RAWPEER"
+
+
 def test_garbage_instead_of_an_association_request_is_aborted(server):
     with raw_peer(server) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

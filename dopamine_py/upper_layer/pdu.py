@@ -74,6 +74,11 @@ def _uid(value: bytes) -> str:
     return value.rstrip(b"\0 ").decode("ascii", "replace")
 
 
+def _ae_title(value: bytes) -> str:
+    """Spaces around an AE title are not part of it (PS3.8 9.3.2); some peers pad it with NULs instead."""
+    return value.decode("ascii", "replace").strip(" \0")
+
+
 @dataclass
 class ProposedContext:
     id: int
@@ -108,8 +113,8 @@ def parse_associate_request(body: bytes) -> AssociateRequest:
         raise ProtocolError("A-ASSOCIATE-RQ shorter than its fixed fields")
     request = AssociateRequest(
         protocol_version=struct.unpack_from(">H", body, 0)[0],
-        called_aet=body[4:20].decode("ascii", "replace").strip(),
-        calling_aet=body[20:36].decode("ascii", "replace").strip(),
+        called_aet=_ae_title(body[4:20]),
+        calling_aet=_ae_title(body[20:36]),
     )
     for kind, value in _items(body[68:]):
         if kind == 0x10:
